@@ -1,0 +1,169 @@
+"""VideoAR: the Flask application factory."""
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from dotenv import load_dotenv
+from flask import Flask, g, render_template, request, session
+from flask_babel import lazy_gettext as _l
+from flask_talisman import Talisman
+from flask_wtf.csrf import CSRFError
+
+from .config import Config
+from .extensions import babel, csrf, db, limiter, login_manager, migrate, sock
+
+# Only the browser's own origin; htmx and every script are vendored under /static.
+CSP = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:", "blob:"],
+    "media-src": ["'self'", "blob:"],
+    "worker-src": ["'self'", "blob:"],
+    "connect-src": "'self'",
+    "frame-ancestors": "'none'",
+    "form-action": "'self'",
+    "base-uri": "'self'",
+    "object-src": "'none'",
+}
+
+
+def _secret_key(app: Flask) -> str:
+    """SECRET_KEY from the environment, or one generated once into instance/secret_key."""
+    if app.config.get("SECRET_KEY"):
+        return app.config["SECRET_KEY"]
+    path = Path(app.config["INSTANCE_DIR"]) / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def select_locale():
+    lang = session.get("lang") if request else None
+    return lang if lang in ("pt_BR", "en") else "pt_BR"
+
+
+def create_app(config: type[Config] | None = None) -> Flask:
+    load_dotenv()
+    app = Flask(__name__, instance_relative_config=False)
+    app.config.from_object(config or Config)
+    Path(app.config["INSTANCE_DIR"]).mkdir(parents=True, exist_ok=True)
+    app.config["SECRET_KEY"] = _secret_key(app)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "videoar-limits")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"),
+                     render_as_batch=True, compare_type=True)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    babel.init_app(app, locale_selector=select_locale,
+                   default_translation_directories=str(Path(__file__).parent / "translations"))
+    limiter.init_app(app)
+    sock.init_app(app)
+    Talisman(
+        app,
+        force_https=app.config["FORCE_HTTPS"],
+        strict_transport_security=app.config["PUBLIC_URL"].startswith("https://"),
+        session_cookie_secure=app.config["SESSION_COOKIE_SECURE"],
+        content_security_policy=CSP,
+        # Camera and microphone are used by our own pages (the call); nothing else.
+        permissions_policy={"camera": "(self)", "microphone": "(self)", "geolocation": "()",
+                            "display-capture": "(self)"},
+        referrer_policy="same-origin",
+    )
+
+    with app.app_context():
+        from . import db_setup
+
+        for engine in db.engines.values():
+            db_setup.configure_engine(engine)
+    db_setup.init_app(app)
+
+    from . import auth  # noqa: F401  (user loader)
+    from . import models  # noqa: F401
+    from .routes import register_blueprints
+
+    register_blueprints(app)
+    _register_template_helpers(app)
+    _register_error_handlers(app)
+    from .cli import register_cli
+
+    register_cli(app)
+
+    @app.before_request
+    def _staff_session_is_permanent():
+        # Idle expiry: the session cookie lives PERMANENT_SESSION_LIFETIME from the last request.
+        session.permanent = True
+
+    return app
+
+
+def _register_template_helpers(app: Flask):
+    from .services import validators, workflow
+    from .services.office import get_settings, local_time
+
+    @app.template_filter("localtime")
+    def _localtime(value, fmt="%d/%m/%Y %H:%M"):
+        return local_time(value).strftime(fmt) if value else ""
+
+    app.add_template_filter(validators.format_cpf, "cpf")
+    app.add_template_filter(validators.format_cnpj, "cnpj")
+    app.add_template_filter(validators.format_phone, "phone")
+    app.add_template_filter(workflow.label, "state_label")
+
+    @app.context_processor
+    def _globals():
+        from flask_babel import get_locale
+
+        return {"office": get_settings, "workflow": workflow, "get_locale": get_locale}
+
+
+def _register_error_handlers(app: Flask):
+    def _render(status, title, message):
+        template = "errors/_error.html" if request.headers.get("HX-Request") else "errors/error.html"
+        return render_template(template, status=status, title=title, message=message), status
+
+    @app.errorhandler(CSRFError)
+    def _csrf(e):
+        return _render(400, _l("Não foi possível confirmar o envio"),
+                       _l("O formulário expirou ou não veio desta página. Recarregue a página e "
+                          "tente novamente."))
+
+    @app.errorhandler(400)
+    def _bad_request(e):
+        return _render(400, _l("Pedido inválido"), _l("O pedido não pôde ser entendido."))
+
+    @app.errorhandler(403)
+    def _forbidden(e):
+        return _render(403, _l("Acesso negado"),
+                       _l("Você não tem permissão para abrir esta página."))
+
+    @app.errorhandler(404)
+    def _not_found(e):
+        return _render(404, _l("Página não encontrada"),
+                       _l("O endereço não existe ou não está mais disponível."))
+
+    @app.errorhandler(413)
+    def _too_large(e):
+        return _render(413, _l("Arquivo grande demais"),
+                       _l("O envio ultrapassa o tamanho máximo permitido."))
+
+    @app.errorhandler(429)
+    def _too_many(e):
+        return _render(429, _l("Muitas tentativas"),
+                       _l("Você fez muitas tentativas em pouco tempo. Aguarde um minuto e tente "
+                          "novamente."))
+
+    @app.errorhandler(500)
+    def _server_error(e):
+        db.session.rollback()
+        return _render(500, _l("Erro interno"),
+                       _l("Algo deu errado do nosso lado. Nada foi salvo pela metade; tente "
+                          "novamente em instantes."))

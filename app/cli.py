@@ -1,0 +1,86 @@
+"""Command-line tools: `flask create-admin`, `flask setup`, `flask audit verify`."""
+import secrets
+import sys
+
+import click
+from flask import current_app
+
+from .extensions import db
+
+
+def register_cli(app):
+    @app.cli.command("create-admin")
+    @click.option("--email", required=True)
+    @click.option("--name", default="Administrador")
+    @click.option("--password", default=None, help="Default: a random one, printed once.")
+    def create_admin(email, name, password):
+        """Create an admin account (with every role, for a small office)."""
+        from .services import staff
+
+        password = password or secrets.token_urlsafe(12)
+        try:
+            staff.create_staff(email, name, password, ["admin", "agent", "verifier"])
+        except staff.StaffError as exc:
+            raise click.ClickException(str(exc.message))
+        db.session.commit()
+        click.echo(f"Admin {email} created. Password: {password}")
+
+    @app.cli.command("setup")
+    @click.option("--admin-email", default="admin@videoar.local")
+    @click.option("--credentials-file", default=None,
+                  help="Where to keep the first admin's password (mode 600).")
+    def setup(admin_email, credentials_file):
+        """Seed an empty database: office settings, default products and a first admin.
+
+        Idempotent: an existing admin is left alone and its saved credentials are printed.
+        """
+        from pathlib import Path
+
+        from sqlalchemy import select
+
+        from .models import StaffUser
+        from .services import admin as admin_service
+        from .services import staff
+        from .services.office import get_settings
+
+        get_settings()
+        created = admin_service.ensure_default_products()
+        cred_path = Path(credentials_file or Path(current_app.config["INSTANCE_DIR"]) /
+                         "admin-credentials.txt")
+        has_admin = db.session.execute(
+            select(StaffUser.id).where(StaffUser.is_admin.is_(True))).first()
+        if not has_admin:
+            password = secrets.token_urlsafe(12)
+            staff.create_staff(admin_email, "Administrador", password,
+                               ["admin", "agent", "verifier"])
+            cred_path.write_text(f"{admin_email}\n{password}\n")
+            cred_path.chmod(0o600)
+        db.session.commit()
+        if created:
+            click.echo(f"Created {created} default products.")
+        if cred_path.exists():
+            login, password = cred_path.read_text().split("\n")[:2]
+            click.echo(f"Admin login: {login}\nAdmin password: {password}")
+        else:
+            click.echo("An admin already exists (its password was not created by setup).")
+
+    audit_group = click.Group("audit", help="The audit trail.")
+
+    @audit_group.command("verify")
+    def verify():
+        """Recompute the audit chain; exit 1 and list the breaks if it was changed."""
+        from .services import audit
+
+        problems = audit.verify_chain()
+        if problems:
+            for p in problems:
+                click.echo(p)
+            sys.exit(1)
+        from sqlalchemy import func, select
+
+        from .models import AuditEvent
+
+        n = db.session.execute(select(func.count(AuditEvent.id))).scalar_one()
+        click.echo(f"Audit chain intact: {n} events.")
+
+    app.cli.add_command(audit_group)

@@ -1,0 +1,89 @@
+"""Configuration read from the environment (and `.env`), with a test subclass."""
+import os
+from datetime import timedelta
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _bool(name, default=False):
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name, default):
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+class Config:
+    INSTANCE_DIR = Path(os.environ.get("VIDEOAR_INSTANCE", BASE_DIR / "instance"))
+
+    SECRET_KEY = os.environ.get("SECRET_KEY")
+    PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://localhost:5000").rstrip("/")
+    OFFICE_TIMEZONE = os.environ.get("OFFICE_TIMEZONE", "America/Sao_Paulo")
+
+    SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL") or (
+        f"sqlite:///{INSTANCE_DIR / 'videoar.db'}"
+    )
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    RQ_QUEUES = ["default", "email"]
+
+    # Mail: SMTP when SMTP_HOST is set, otherwise the local outbox readable by the admin.
+    SMTP_HOST = os.environ.get("SMTP_HOST", "")
+    SMTP_PORT = _int("SMTP_PORT", 587)
+    SMTP_USER = os.environ.get("SMTP_USER", "")
+    SMTP_PASSWORD = os.environ.get("SMTP_PASSWORD", "")
+    SMTP_STARTTLS = _bool("SMTP_STARTTLS", False)
+    SMTP_SSL = _bool("SMTP_SSL", False)
+    SMTP_TIMEOUT = _int("SMTP_TIMEOUT", 20)
+    MAIL_FROM = os.environ.get("MAIL_FROM", "VideoAR <nao-responda@localhost>")
+    MAIL_MAX_ATTEMPTS = _int("MAIL_MAX_ATTEMPTS", 8)
+    MAIL_RETRY_INTERVALS = [10, 30, 60, 120, 300, 600, 1800]
+
+    # Background jobs: how soon a job whose worker died is noticed and run again.
+    RQ_JOB_MONITORING_INTERVAL = _int("RQ_JOB_MONITORING_INTERVAL", 10)
+    RQ_MAINTENANCE_INTERVAL = _int("RQ_MAINTENANCE_INTERVAL", 30)
+
+    # Staff sessions and login protection.
+    PERMANENT_SESSION_LIFETIME = timedelta(minutes=_int("STAFF_IDLE_MINUTES", 30))
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = PUBLIC_URL.startswith("https://")
+    SESSION_COOKIE_NAME = "videoar_session"
+    LOGIN_MAX_FAILURES = _int("LOGIN_MAX_FAILURES", 5)
+    LOGIN_LOCKOUT_MINUTES = _int("LOGIN_LOCKOUT_MINUTES", 15)
+    LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "20 per minute")
+    PUBLIC_FORM_RATE_LIMIT = os.environ.get("PUBLIC_FORM_RATE_LIMIT", "10 per minute")
+
+    # Client links: lifetime of the link sent by email.
+    LINK_VALID_DAYS = _int("LINK_VALID_DAYS", 15)
+
+    # Proof-of-work robot check (ALTCHA): higher means more work for the browser.
+    ALTCHA_MAX_NUMBER = _int("ALTCHA_MAX_NUMBER", 50_000)
+    ALTCHA_EXPIRES_SECONDS = _int("ALTCHA_EXPIRES_SECONDS", 600)
+
+    WTF_CSRF_TIME_LIMIT = None  # bound to the session instead
+    WTF_I18N_ENABLED = True
+    BABEL_DEFAULT_LOCALE = "pt_BR"
+    BABEL_DEFAULT_TIMEZONE = "UTC"
+    LANGUAGES = ["pt_BR", "en"]
+
+    MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 64 * 1024 * 1024)
+    TESTING = False
+    FORCE_HTTPS = _bool("FORCE_HTTPS", False)
+
+
+class TestConfig(Config):
+    TESTING = True
+    SECRET_KEY = "test-secret-key-not-for-production"
+    SQLALCHEMY_DATABASE_URI = os.environ.get("TEST_DATABASE_URL", "sqlite:///:memory:")
+    REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    PUBLIC_URL = "http://localhost"
+    SERVER_NAME = None
+    ALTCHA_MAX_NUMBER = 1000
+    LOGIN_RATE_LIMIT = "1000 per minute"
+    PUBLIC_FORM_RATE_LIMIT = "1000 per minute"

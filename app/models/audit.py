@@ -1,0 +1,41 @@
+from ..extensions import db
+from .types import UTCDateTime, utcnow
+
+
+class AuditEvent(db.Model):
+    """An append-only audit record, chained to the previous one by SHA-256.
+
+    `hash` covers every other column and `prev_hash`, so an edited or deleted row breaks the
+    chain at that point (`flask audit verify`).
+    """
+
+    __tablename__ = "audit_event"
+
+    id = db.Column(db.Integer, primary_key=True)
+    seq = db.Column(db.Integer, nullable=False, unique=True)
+    at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    actor_type = db.Column(db.String(10), nullable=False)  # staff | client | system
+    actor_id = db.Column(db.Integer)
+    actor_label = db.Column(db.String(254))
+    action = db.Column(db.String(60), nullable=False, index=True)
+    object_type = db.Column(db.String(40))
+    object_id = db.Column(db.String(40))
+    request_id = db.Column(db.Integer, index=True)
+    from_state = db.Column(db.String(30))
+    to_state = db.Column(db.String(30))
+    reason = db.Column(db.Text)
+    ip = db.Column(db.String(45))
+    user_agent = db.Column(db.String(400))
+    details = db.Column(db.Text)  # canonical JSON
+    prev_hash = db.Column(db.String(64), nullable=False)
+    hash = db.Column(db.String(64), nullable=False)
+
+
+class AuditChainHead(db.Model):
+    """One row holding the chain's last sequence number and hash; locked while appending."""
+
+    __tablename__ = "audit_chain_head"
+
+    id = db.Column(db.Integer, primary_key=True)
+    last_seq = db.Column(db.Integer, nullable=False, default=0)
+    last_hash = db.Column(db.String(64), nullable=False)

@@ -1,0 +1,63 @@
+"""Every staff route needs a login; every admin route needs the admin role.
+
+The routes are read from the app's URL map, so a new route cannot be forgotten: a route is
+public only if it is listed in PUBLIC_ENDPOINTS.
+"""
+import re
+
+import pytest
+
+from app import create_app
+from app.config import TestConfig
+
+PUBLIC_ENDPOINTS = {
+    "static", "public.home", "public.documents_entry", "health.healthz", "auth.login",
+    "auth.set_language", "public.request_certificate", "public.altcha_challenge",
+}
+
+
+def _rules():
+    app = create_app(TestConfig)
+    rules = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in PUBLIC_ENDPOINTS:
+            continue
+        url = re.sub(r"<(?:int:)?[^>]+>", "1", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            rules.append(pytest.param(rule.endpoint, method, url, id=f"{method} {rule.rule}"))
+    return rules
+
+
+RULES = _rules()
+ADMIN_RULES = [p for p in RULES if p.values[0].startswith("admin.")]
+
+
+@pytest.mark.parametrize("endpoint,method,url", RULES)
+def test_staff_route_requires_login(client, endpoint, method, url):
+    response = client.open(url, method=method)
+    assert response.status_code in (302, 401), f"{endpoint} answered {response.status_code}"
+    if response.status_code == 302:
+        assert "/equipe/entrar" in response.location
+
+
+@pytest.mark.parametrize("endpoint,method,url", ADMIN_RULES)
+def test_admin_route_refuses_an_agent(client, auth, agent, endpoint, method, url):
+    auth.login(agent.email)
+    response = client.open(url, method=method)
+    assert response.status_code == 403, f"{endpoint} answered {response.status_code}"
+    assert "Você não tem permissão para abrir esta página." in response.text
+
+
+def test_verifier_cannot_register_people(client, auth, factory):
+    verifier = factory.staff(roles=("verifier",))
+    auth.login(verifier.email)
+    assert client.get("/pessoas/").status_code == 403
+    assert client.get("/painel/").status_code == 200
+
+
+def test_every_public_endpoint_exists():
+    app = create_app(TestConfig)
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
+    missing = PUBLIC_ENDPOINTS - endpoints
+    # Allowed: endpoints of capabilities listed ahead of their blueprint.
+    assert missing <= {"public.request_certificate", "public.altcha_challenge"}

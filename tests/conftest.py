@@ -17,6 +17,8 @@ from sqlalchemy import create_engine, text
 from app import create_app
 from app.config import TestConfig
 
+pytest_plugins = ["tests.support.processes"]
+
 BACKENDS = [b for b in os.environ.get("VIDEOAR_TEST_DBS", "sqlite,postgresql").split(",") if b]
 # Browser tests run against one database: the production choice.
 BROWSER_BACKEND = os.environ.get("VIDEOAR_BROWSER_DB", "postgresql" if "postgresql" in BACKENDS else BACKENDS[0])

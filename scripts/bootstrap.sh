@@ -52,7 +52,6 @@ lock_hash=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.installed 2>/dev/null)" != "$lock_hash" ]; then
   say "installing Python packages from requirements.lock"
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   echo "$lock_hash" > .venv/.installed
 fi
 

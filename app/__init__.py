@@ -53,7 +53,10 @@ def create_app(config: type[Config] | None = None) -> Flask:
     app.config.from_object(config or Config)
     Path(app.config["INSTANCE_DIR"]).mkdir(parents=True, exist_ok=True)
     app.config["SECRET_KEY"] = _secret_key(app)
-    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    redis_url = app.config["REDIS_URL"]
+    # The `limits` package names Redis over a Unix socket "redis+unix://".
+    app.config.setdefault("RATELIMIT_STORAGE_URI", "redis+" + redis_url
+                          if redis_url.startswith("unix://") else redis_url)
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "videoar-limits")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -1,12 +1,22 @@
 """Forms with their validation; messages are pt-BR through Flask-Babel."""
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
+from flask_wtf import FlaskForm as _FlaskForm
 from wtforms import (BooleanField, DateField, EmailField, HiddenField, IntegerField,
                      PasswordField, SelectField, SelectMultipleField, StringField, TextAreaField)
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from .i18n import library_translations
 from .services import validators
+
+
+class FlaskForm(_FlaskForm):
+    """The base of every form: WTForms' own messages in pt-BR or English (see app/i18n.py)."""
+
+    class Meta:
+        def get_translations(self, form):
+            return library_translations
+
 
 UFS = ["AC", "AL", "AP", "AM", "BA", "CE", "DF", "ES", "GO", "MA", "MT", "MS", "MG", "PA", "PB",
        "PR", "PE", "PI", "RJ", "RN", "RS", "RO", "RR", "SC", "SP", "SE", "TO"]
@@ -143,7 +153,12 @@ class StartRemoteIssuanceForm(FlaskForm):
 
 
 class PublicRequestForm(FlaskForm):
-    product_id = SelectField(_l("Produto"), coerce=int, validators=[DataRequired(REQUIRED)])
+    """The client's own request on the public site. The view sets `product_id.choices` and
+    `products` (id → Product) to the products a client may ask for."""
+
+    CHOOSE = _l("Escolha o certificado")
+
+    product_id = SelectField(_l("Certificado"), coerce=int, validators=[DataRequired(REQUIRED)])
     cpf = CPFField(_l("CPF"), validators=[DataRequired(REQUIRED)])
     name = StringField(_l("Nome completo"), validators=[DataRequired(REQUIRED), Length(max=200)])
     email = EmailAddressField(_l("E-mail"), validators=[DataRequired(REQUIRED)])
@@ -152,7 +167,39 @@ class PublicRequestForm(FlaskForm):
     legal_name = StringField(_l("Razão social"), validators=[Optional(), Length(max=200)])
     company_city = StringField(_l("Município"), validators=[Optional(), Length(max=120)])
     company_uf = SelectField(_l("UF"), choices=UF_CHOICES, validators=[Optional()])
+    # Filled by the robot-check widget; checked (and spent) by the view, not here.
     altcha = HiddenField()
+
+    products: dict = {}
+
+    def validate_name(self, field):
+        field.data = " ".join(field.data.split())
+
+    def validate_legal_name(self, field):
+        field.data = " ".join((field.data or "").split())
+
+    def validate_company_city(self, field):
+        field.data = " ".join((field.data or "").split())
+
+    @property
+    def product(self):
+        return self.products.get(self.product_id.data)
+
+    def validate(self, extra_validators=None):
+        valid = super().validate(extra_validators)
+        product = self.product
+        if product is not None and product.is_company:
+            for field in (self.cnpj, self.legal_name, self.company_city, self.company_uf):
+                if not field.data and not field.errors:
+                    field.errors.append(_l("Obrigatório para e-CNPJ."))
+                    valid = False
+        return valid
+
+    def company_data(self) -> dict | None:
+        if self.product is None or not self.product.is_company:
+            return None
+        return {"cnpj": self.cnpj.data, "legal_name": self.legal_name.data,
+                "city": self.company_city.data, "uf": self.company_uf.data}
 
 
 class CancelRequestForm(FlaskForm):

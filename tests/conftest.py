@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 from app import create_app
 from app.config import TestConfig
 
-pytest_plugins = ["tests.support.processes"]
+pytest_plugins = ["tests.support.processes", "tests.support.browser"]
 
 BACKENDS = [b for b in os.environ.get("VIDEOAR_TEST_DBS", "sqlite,postgresql").split(",") if b]
 # Browser tests run against one database: the production choice.

@@ -4,12 +4,12 @@ import secrets
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select
+from sqlalchemy import case, select
 from stdnum import luhn
 
 from ..extensions import db
-from ..models import CertificateRequest, utcnow
-from . import ServiceError, audit, email, links, workflow
+from ..models import CertificateRequest, Product, utcnow
+from . import ServiceError, audit, email, links, people, workflow
 
 
 class RequestError(ServiceError):
@@ -69,6 +69,68 @@ def open_request(*, product, holder, company=None, origin: str, created_by=None,
         workflow.transition(cert_request, "documents_pending", actor=actor)
         send_documents_invitation(cert_request, link)
     return cert_request
+
+
+def public_products():
+    """Products a client may ask for on the public site, e-CPF first: active ones with
+    document upload (e-Notariado starts from the office's registry, by an agent)."""
+    return db.session.execute(
+        select(Product).where(Product.active.is_(True), Product.needs_documents.is_(True))
+        .order_by(case((Product.kind == "e_cpf", 0), else_=1), Product.name)
+    ).scalars().all()
+
+
+def open_public_request(*, product, cpf: str, name: str, email: str, phone: str,
+                        company_data: dict | None = None) -> tuple[CertificateRequest, bool]:
+    """A request the client made on the public site; returns it and whether the CPF was
+    already in the registry.
+
+    A CPF already registered keeps its data: nothing typed on the public form overwrites it,
+    and the invitation goes to the email on record. A new CPF becomes a person with only
+    name, email and phone. For e-CNPJ, `company_data` (cnpj, legal_name, city, uf) finds or
+    registers the company with this person responsible. Raises RequestError for a product
+    not offered to clients, an e-CNPJ without company data, or a request of the same
+    product already open for this CPF (without telling its protocol to whoever typed the
+    CPF). Writes in the caller's transaction: roll back on error.
+    """
+    if product not in public_products():
+        raise RequestError(_l("Este produto não está disponível."))
+    if product.is_company and not company_data:
+        raise RequestError(_l("Um certificado e-CNPJ precisa dos dados da empresa."))
+    person = people.find_person_by_cpf(cpf)
+    on_record = person is not None
+    if person is None:
+        person = people.register_person(cpf, name=name, email=email, phone=phone)
+    company = None
+    if product.is_company:
+        company = people.find_or_register_company(
+            company_data["cnpj"], company_data["legal_name"], company_data["city"],
+            company_data["uf"], person)
+    if on_record and _open_request_for(person, product, company) is not None:
+        raise RequestError(_l("Já existe uma solicitação em andamento deste certificado para "
+                              "este CPF. Confira o e-mail que enviamos ou fale com a "
+                              "Autoridade de Registro."))
+    actor = audit.Actor("client", person.id, "cliente (site público)")
+    cert_request = open_request(product=product, holder=person, company=company,
+                                origin="public", actor=actor)
+    return cert_request, on_record
+
+
+def _open_request_for(holder, product, company):
+    return db.session.execute(
+        select(CertificateRequest).where(
+            CertificateRequest.holder_id == holder.id,
+            CertificateRequest.product_id == product.id,
+            CertificateRequest.company_id == (company.id if company else None),
+            CertificateRequest.state.in_(workflow.OPEN_STATES),
+        )
+    ).scalars().first()
+
+
+def mask_email(address: str) -> str:
+    """m***@cliente.example: enough for the owner to recognise, little for anyone else."""
+    local, at, domain = address.partition("@")
+    return f"{local[:1]}***{at}{domain}"
 
 
 def send_documents_invitation(cert_request, link):

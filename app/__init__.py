@@ -5,10 +5,11 @@ import secrets
 from pathlib import Path
 
 from dotenv import load_dotenv
-from flask import Flask, g, render_template, request, session
+from flask import Flask, current_app, g, render_template, request, session
 from flask_babel import lazy_gettext as _l
 from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
 
 from .config import Config
 from .extensions import babel, csrf, db, limiter, login_manager, migrate, sock
@@ -42,9 +43,16 @@ def _secret_key(app: Flask) -> str:
     return path.read_text().strip()
 
 
+# The interface language a visitor chose with the footer's switch (auth.set_language). A cookie
+# of its own, not the session: logging in or out starts a new session, the choice stays.
+LANGUAGE_COOKIE = "videoar_lang"
+
+
 def select_locale():
-    lang = session.get("lang") if request else None
-    return lang if lang in ("pt_BR", "en") else "pt_BR"
+    """pt-BR unless the visitor chose another of LANGUAGES; emails force pt-BR themselves."""
+    lang = request.cookies.get(LANGUAGE_COOKIE) if request else None
+    config = current_app.config
+    return lang if lang in config["LANGUAGES"] else config["BABEL_DEFAULT_LOCALE"]
 
 
 def create_app(config: type[Config] | None = None) -> Flask:
@@ -128,45 +136,88 @@ def _register_template_helpers(app: Flask):
         return {"office": get_settings, "workflow": workflow, "get_locale": get_locale}
 
 
+# Every other HTTP error gets the same translated page as those with a handler of their own:
+# no Werkzeug page in English ever reaches a user.
+HTTP_ERRORS = {
+    401: (_l("Acesso não autorizado"), _l("Entre no sistema para abrir esta página.")),
+    405: (_l("Ação não permitida"),
+          _l("Este endereço não aceita esse tipo de acesso. Volte à página anterior e use os "
+             "botões dela.")),
+    408: (_l("Tempo esgotado"),
+          _l("O envio demorou demais para chegar. Confira a sua conexão e tente novamente.")),
+    409: (_l("Conflito"),
+          _l("Os dados mudaram enquanto você trabalhava. Recarregue a página e tente novamente.")),
+    410: (_l("Página removida"), _l("Este endereço não está mais disponível.")),
+    414: (_l("Endereço longo demais"), _l("O endereço aberto é longo demais para ser atendido.")),
+    415: (_l("Tipo de arquivo não aceito"), _l("O formato do que foi enviado não é aceito.")),
+    422: (_l("Dados inválidos"), _l("Os dados enviados não puderam ser processados.")),
+    431: (_l("Pedido grande demais"),
+          _l("O navegador enviou dados demais. Limpe os cookies deste site e tente novamente.")),
+    501: (_l("Função não disponível"), _l("Esta função não está disponível neste servidor.")),
+}
+HTTP_ERRORS[502] = HTTP_ERRORS[503] = HTTP_ERRORS[504] = (
+    _l("Serviço indisponível"),
+    _l("O sistema está temporariamente fora do ar. Tente novamente em instantes."))
+
+
 def _register_error_handlers(app: Flask):
-    def _render(status, title, message):
+    def _render(e, title, message):
+        status = e.code if isinstance(e, HTTPException) and e.code else 500
         template = "errors/_error.html" if request.headers.get("HX-Request") else "errors/error.html"
-        return render_template(template, status=status, title=title, message=message), status
+        body = render_template(template, status=status, title=title, message=message)
+        # Keep what the error says in its headers (Allow for 405, Retry-After, …), not its body.
+        headers = [(k, v) for k, v in e.get_headers() if k.lower() != "content-type"] \
+            if isinstance(e, HTTPException) else []
+        return body, status, headers
 
     @app.errorhandler(CSRFError)
     def _csrf(e):
-        return _render(400, _l("Não foi possível confirmar o envio"),
+        return _render(e, _l("Não foi possível confirmar o envio"),
                        _l("O formulário expirou ou não veio desta página. Recarregue a página e "
                           "tente novamente."))
 
     @app.errorhandler(400)
     def _bad_request(e):
-        return _render(400, _l("Pedido inválido"), _l("O pedido não pôde ser entendido."))
+        return _render(e, _l("Pedido inválido"), _l("O pedido não pôde ser entendido."))
 
     @app.errorhandler(403)
     def _forbidden(e):
-        return _render(403, _l("Acesso negado"),
+        return _render(e, _l("Acesso negado"),
                        _l("Você não tem permissão para abrir esta página."))
 
     @app.errorhandler(404)
     def _not_found(e):
-        return _render(404, _l("Página não encontrada"),
+        return _render(e, _l("Página não encontrada"),
                        _l("O endereço não existe ou não está mais disponível."))
 
     @app.errorhandler(413)
     def _too_large(e):
-        return _render(413, _l("Arquivo grande demais"),
+        return _render(e, _l("Arquivo grande demais"),
                        _l("O envio ultrapassa o tamanho máximo permitido."))
 
     @app.errorhandler(429)
     def _too_many(e):
-        return _render(429, _l("Muitas tentativas"),
+        return _render(e, _l("Muitas tentativas"),
                        _l("Você fez muitas tentativas em pouco tempo. Aguarde um minuto e tente "
                           "novamente."))
 
     @app.errorhandler(500)
     def _server_error(e):
         db.session.rollback()
-        return _render(500, _l("Erro interno"),
+        return _render(e, _l("Erro interno"),
                        _l("Algo deu errado do nosso lado. Nada foi salvo pela metade; tente "
                           "novamente em instantes."))
+
+    @app.errorhandler(HTTPException)
+    def _other_http_error(e):
+        if e.code is None or e.code < 400:
+            return e
+        if e.code >= 500:
+            db.session.rollback()
+        title, message = HTTP_ERRORS.get(e.code) or (
+            (_l("Não foi possível atender o pedido"),
+             _l("O pedido não pôde ser atendido (erro %(code)d).", code=e.code)) if e.code < 500
+            else (_l("Erro interno"),
+                  _l("Algo deu errado do nosso lado. Nada foi salvo pela metade; tente "
+                     "novamente em instantes.")))
+        return _render(e, title, message)

@@ -46,7 +46,12 @@ class Config:
 
     # Background jobs: how soon a job whose worker died is noticed and run again.
     RQ_JOB_MONITORING_INTERVAL = _int("RQ_JOB_MONITORING_INTERVAL", 10)
-    RQ_MAINTENANCE_INTERVAL = _int("RQ_MAINTENANCE_INTERVAL", 30)
+    RQ_MAINTENANCE_INTERVAL = _int("RQ_MAINTENANCE_INTERVAL", 15)
+    # Periodic jobs (worker.py's cron): seconds between runs, and how old an unsent email must
+    # be before the sweep enqueues it again (see docs/email-and-jobs.md).
+    EMAIL_SWEEP_SECONDS = _int("EMAIL_SWEEP_SECONDS", 60)
+    EMAIL_SWEEP_MIN_AGE_SECONDS = _int("EMAIL_SWEEP_MIN_AGE_SECONDS", 60)
+    REMIND_AND_EXPIRE_SECONDS = _int("REMIND_AND_EXPIRE_SECONDS", 15 * 60)
 
     # Staff sessions and login protection.
     PERMANENT_SESSION_LIFETIME = timedelta(minutes=_int("STAFF_IDLE_MINUTES", 30))
@@ -67,10 +72,22 @@ class Config:
     ALTCHA_EXPIRES_SECONDS = _int("ALTCHA_EXPIRES_SECONDS", 600)
 
     WTF_CSRF_TIME_LIMIT = None  # bound to the session instead
+    # Languages: pt-BR by default, English as the second catalog (app/translations, maintained
+    # with scripts/i18n.sh); a visitor picks one with the footer's switch (a cookie).
+    # WTForms' own messages come from our catalogs through app/i18n.py (the Meta of
+    # app.forms.FlaskForm); WTF_I18N_ENABLED only matters to a form built on Flask-WTF's
+    # FlaskForm directly, which then gets WTForms' own (European Portuguese) catalog.
     WTF_I18N_ENABLED = True
     BABEL_DEFAULT_LOCALE = "pt_BR"
     BABEL_DEFAULT_TIMEZONE = "UTC"
     LANGUAGES = ["pt_BR", "en"]
+
+    # Uploaded documents (app/services/storage.py, uploads.py). An empty STORAGE_ROOT means
+    # <INSTANCE_DIR>/storage, resolved when the app reads it (so a subclass's INSTANCE_DIR counts).
+    STORAGE_ROOT = os.environ.get("STORAGE_ROOT", "")
+    UPLOAD_MAX_BYTES = _int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
+    UPLOAD_MAX_PIXELS = _int("UPLOAD_MAX_PIXELS", 50_000_000)
+    UPLOAD_MAX_PDF_PAGES = _int("UPLOAD_MAX_PDF_PAGES", 20)
 
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 64 * 1024 * 1024)
     TESTING = False

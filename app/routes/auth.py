@@ -1,8 +1,10 @@
 """Staff login and logout."""
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
+                   session, url_for)
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required, login_user, logout_user
 
+from .. import LANGUAGE_COOKIE
 from ..extensions import db, limiter
 from ..forms import LoginForm
 from ..services import audit, staff
@@ -49,7 +51,14 @@ def logout():
 
 @bp.route("/idioma/<lang>", methods=["POST"])
 def set_language(lang):
-    """Switch the interface language (pt-BR is the default)."""
-    if lang in ("pt_BR", "en"):
-        session["lang"] = lang
-    return redirect(_safe_next(request.form.get("next")))
+    """Switch the interface language (pt-BR is the default) and go back to the page."""
+    if lang not in current_app.config["LANGUAGES"]:
+        abort(404)
+    target = request.form.get("next")
+    if not target and not current_user.is_authenticated:
+        target = url_for("public.home")
+    response = redirect(_safe_next(target), code=303)
+    # Its own cookie, so that the choice outlives logging in and out (see app.select_locale).
+    response.set_cookie(LANGUAGE_COOKIE, lang, max_age=365 * 24 * 3600, httponly=True,
+                        samesite="Lax", secure=current_app.config["SESSION_COOKIE_SECURE"])
+    return response

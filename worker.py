@@ -1,63 +1,174 @@
-"""The worker process: RQ workers (with RQ's scheduler for retries and delayed jobs) and the
-cron scheduler for periodic jobs. Each job gets its own app context (`app.jobs.job_context`).
+"""The worker process: an RQ worker (with RQ's scheduler, which runs retries and delayed jobs)
+and, in a child process, RQ's cron scheduler for the periodic jobs. Each job gets its own app
+context (`app.jobs.job_context`). See docs/email-and-jobs.md.
 
     python worker.py            # one worker on the "email" and "default" queues + cron
-    python worker.py --no-cron  # another worker, without a second cron scheduler
+    python worker.py --no-cron  # every further worker: no second cron scheduler
 """
 import argparse
 import logging
 import multiprocessing
+import os
 import signal
 import sys
+import time
 
 from rq import Queue, Worker
 
 from app import create_app
-from app.jobs import redis_connection, set_app
+from app.jobs import record_interruption, redis_connection, set_app
 
 log = logging.getLogger("videoar.worker")
 
-# Periodic jobs: (dotted path, seconds between runs).
-PERIODIC = [
-    ("app.jobs.email.sweep_unsent_emails", 60),
-    ("app.jobs.maintenance.remind_and_expire", 15 * 60),
-]
+
+def periodic_jobs(cfg) -> list[tuple[str, int]]:
+    """The periodic jobs: (dotted path, seconds between runs)."""
+    return [
+        ("app.jobs.email.sweep_unsent_emails", cfg["EMAIL_SWEEP_SECONDS"]),
+        ("app.jobs.maintenance.remind_and_expire", cfg["REMIND_AND_EXPIRE_SECONDS"]),
+    ]
 
 
-def run_cron(redis_url: str):
+def run_cron(redis_url: str, periodic: list[tuple[str, int]], parent_pid: int):
+    """Body of the cron child: RQ's CronScheduler, restarted when Redis goes away (RQ's own
+    loop ends on the first connection error) and stopped when the worker is gone."""
+    import redis
     from rq.cron import CronScheduler
+    from rq.exceptions import StopRequested
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us with SIGTERM
-    connection = redis_connection(redis_url)
-    cron = CronScheduler(connection=connection, logging_level="INFO")
-    for func, interval in PERIODIC:
-        module, _, name = func.rpartition(".")
-        cron.register(getattr(__import__(module, fromlist=[name]), name), queue_name="default",
-                      interval=interval)
-    cron.start()
+
+    class WorkerBoundCron(CronScheduler):
+        def enqueue_jobs(self):
+            # A worker killed outright leaves us orphaned: stop rather than run a second
+            # cron next to the one its replacement starts.
+            if os.getppid() != parent_pid:
+                self.log.warning("cron: worker %s is gone; stopping", parent_pid)
+                raise StopRequested()
+            return super().enqueue_jobs()
+
+    delay = 1.0
+    while True:
+        cron = WorkerBoundCron(connection=redis_connection(redis_url), logging_level="INFO")
+        for func, interval in periodic:
+            module, _, name = func.rpartition(".")
+            cron.register(getattr(__import__(module, fromlist=[name]), name),
+                          queue_name="default", interval=interval)
+        started = time.monotonic()
+        try:
+            cron.start()  # returns when asked to stop
+            return
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            log.warning("cron: Redis unreachable (%s); starting again in %.0f s", exc, delay)
+        try:
+            time.sleep(delay)
+        except StopRequested:  # cron's own SIGTERM handler is still installed
+            return
+        delay = min(delay * 2, 30.0)
+
+
+def _on_work_horse_killed(job, retpid, ret_val, rusage):
+    signal_note = f" by signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else ""
+    record_interruption(job, f"work-horse terminated unexpectedly{signal_note}")
+
+
+def _on_job_exception(job, exc_type, exc_value, traceback):
+    from rq.exceptions import AbandonedJobError
+
+    if exc_type is not None and issubclass(exc_type, AbandonedJobError):
+        record_interruption(job, "abandoned: its worker stopped answering")
+    return True  # let RQ's own handling go on
+
+
+class VideoARWorker(Worker):
+    """RQ's worker, remembering whether it was asked to stop (SIGTERM, Ctrl-C) or gave up."""
+
+    stop_requested = False
+
+    def request_stop(self, signum, frame):
+        self.stop_requested = True
+        super().request_stop(signum, frame)
+
+
+def _wait_for_job_in_hand(worker):
+    """RQ's worker may give up (Redis lost while it watched a job) with its work-horse still
+    running. Let that job finish before a new worker starts: RQ could otherwise find it
+    abandoned and run it a second time alongside."""
+    pid = worker.horse_pid
+    if not pid:
+        return
+    log.warning("worker: waiting for work-horse %s to finish its job", pid)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, frame):
+    raise _Stop()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument("--no-cron", action="store_true")
+    parser.add_argument("--no-cron", action="store_true",
+                        help="do not run the periodic jobs (every worker but one)")
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     args = parser.parse_args(argv)
+
+    import redis
 
     app = create_app()
     set_app(app)
     cfg = app.config
-    connection = redis_connection(cfg["REDIS_URL"])
     cron_process = None
     if not args.no_cron and not args.burst:
         cron_process = multiprocessing.get_context("spawn").Process(
-            target=run_cron, args=(cfg["REDIS_URL"],), name="videoar-cron", daemon=True)
+            target=run_cron, args=(cfg["REDIS_URL"], periodic_jobs(cfg), os.getpid()),
+            name="videoar-cron", daemon=True)
         cron_process.start()
-    queues = [Queue(name, connection=connection) for name in ("email", "default")]
-    worker = Worker(queues, connection=connection,
-                    job_monitoring_interval=cfg["RQ_JOB_MONITORING_INTERVAL"],
-                    maintenance_interval=cfg["RQ_MAINTENANCE_INTERVAL"])
+    maintenance = cfg["RQ_MAINTENANCE_INTERVAL"]
+    delay = 1.0
     try:
-        worker.work(with_scheduler=True, burst=args.burst, logging_level="INFO")
+        while True:
+            connection = redis_connection(cfg["REDIS_URL"])
+            queues = [Queue(name, connection=connection) for name in ("email", "default")]
+            worker = VideoARWorker(
+                queues, connection=connection,
+                job_monitoring_interval=cfg["RQ_JOB_MONITORING_INTERVAL"],
+                maintenance_interval=maintenance,
+                # An idle worker blocks on the queues for worker_ttl - 15 s (RQ's default:
+                # 405 s) and runs its maintenance (finding jobs whose worker died, restarting
+                # its scheduler) only in between: wake it as often as that.
+                worker_ttl=maintenance + 15,
+                exception_handlers=[_on_job_exception],
+                work_horse_killed_handler=_on_work_horse_killed)
+            started = time.monotonic()
+            try:
+                worker.work(with_scheduler=True, burst=args.burst, logging_level="INFO")
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                log.warning("worker: Redis unreachable (%s)", exc)
+            _wait_for_job_in_hand(worker)
+            if worker.stop_requested or args.burst:
+                break
+            # RQ's worker quits when Redis goes away in the middle of a job: start a new one
+            # once it is back, rather than leave the queues without a worker.
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            log.warning("worker: stopped on an error; starting a new one in %.0f s", delay)
+            signal.signal(signal.SIGTERM, _raise_stop)
+            signal.signal(signal.SIGINT, _raise_stop)
+            try:
+                time.sleep(delay)
+            except _Stop:
+                break
+            delay = min(delay * 2, 30.0)
     finally:
         if cron_process is not None and cron_process.is_alive():
             cron_process.terminate()

@@ -1,12 +1,16 @@
 """Email: recorded in the database, then sent by a worker job over SMTP (or to the outbox).
 
 Flow: `queue_email` renders the pt-BR message, stores an `EmailMessage` and, once the caller's
-transaction commits, enqueues `send_email_job`. The job checks the record before sending (a
-retried job never sends a message already marked sent), sends with the record's stable
-Message-ID, and marks it sent. The one window where a duplicate is still possible: the SMTP
-server accepted the message and the process died before the record was committed as sent; the
-retry then sends it again with the same Message-ID, which receiving servers and clients use to
-drop duplicates.
+transaction commits, enqueues `send_email_job` (job id `email-<id>`, retried with backoff). The
+job checks the record before sending (a retried job never sends a message already marked sent),
+sends with the record's stable Message-ID, and marks it sent. When Redis was down at commit
+time, or lost the job, the periodic sweep (`app.jobs.email.sweep_unsent_emails`) enqueues it
+again.
+
+The one window where a duplicate is still possible: the SMTP server accepted the message and
+the process died (or the database refused the commit) before the record was committed as sent;
+the retry then sends it again with the same Message-ID, which receiving servers and clients use
+to drop duplicates. docs/email-and-jobs.md tells the whole story.
 """
 import logging
 import smtplib
@@ -78,8 +82,10 @@ def _after_rollback(session):
 
 
 def enqueue_send(email_id: int):
-    from ..jobs import enqueue
+    """Enqueue the sending of a recorded message; a no-op while its job waits or runs."""
     from rq import Retry
+
+    from ..jobs import enqueue
 
     intervals = current_app.config["MAIL_RETRY_INTERVALS"]
     max_retries = current_app.config["MAIL_MAX_ATTEMPTS"] - 1
@@ -103,57 +109,104 @@ def build_mime(message: EmailMessage) -> MimeMessage:
     return mime
 
 
-def deliver(message: EmailMessage) -> str:
-    """Hand one message to the configured transport; returns its name. Raises on failure."""
+def transmit(mime: MimeMessage, email_id: int) -> str:
+    """Send a built message over SMTP, or write it to the outbox when SMTP_HOST is empty.
+    Touches no database: callers hold no transaction while the server takes its time."""
     cfg = current_app.config
-    mime = build_mime(message)
     if not cfg["SMTP_HOST"]:
+        # Rewriting the same file makes a retry harmless.
         outbox = Path(cfg["INSTANCE_DIR"]) / "outbox"
         outbox.mkdir(parents=True, exist_ok=True)
-        (outbox / f"{message.id:08d}.eml").write_bytes(mime.as_bytes())
+        (outbox / f"{email_id:08d}.eml").write_bytes(mime.as_bytes())
         return "outbox"
     if cfg["SMTP_SSL"]:
         smtp = smtplib.SMTP_SSL(cfg["SMTP_HOST"], cfg["SMTP_PORT"], timeout=cfg["SMTP_TIMEOUT"],
                                 context=ssl.create_default_context())
     else:
         smtp = smtplib.SMTP(cfg["SMTP_HOST"], cfg["SMTP_PORT"], timeout=cfg["SMTP_TIMEOUT"])
-    with smtp:
+    try:
         if cfg["SMTP_STARTTLS"] and not cfg["SMTP_SSL"]:
             smtp.starttls(context=ssl.create_default_context())
         if cfg["SMTP_USER"]:
             smtp.login(cfg["SMTP_USER"], cfg["SMTP_PASSWORD"])
         smtp.send_message(mime)
+    except BaseException:
+        smtp.close()
+        raise
+    # The server has accepted the message: a failed goodbye must not make the job retry
+    # (and send it again).
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
     return "smtp"
 
 
-def send(email_id: int) -> str:
-    """Send one recorded message unless it was already sent. Returns what happened.
+def is_permanent(exc: Exception) -> bool:
+    """A refusal that no retry will change: the recipient or the message rejected with 5xx.
+    Everything else (server down, timeouts, 4xx, authentication) is worth retrying."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return bool(exc.recipients) and all(code >= 500 for code, _ in exc.recipients.values())
+    if isinstance(exc, smtplib.SMTPDataError):
+        return exc.smtp_code >= 500
+    return False
 
-    Raises the transport's error after recording it, so the job is retried with backoff.
+
+def _give_up(message: EmailMessage, reason: str | None = None):
+    message.status = "failed"
+    if reason:
+        message.last_error = reason[:1000]
+    audit.record("email.failed", obj=message, cert_request=message.request,
+                 details={"attempts": message.attempts})
+
+
+def send(email_id: int) -> str:
+    """Send one recorded message unless it was already sent (or given up). Returns what
+    happened: "sent", "already-sent", "failed" or "missing".
+
+    Counts the attempt and commits before talking to the server. On a temporary failure it
+    records the error and raises it, so the job is retried with backoff; after
+    MAIL_MAX_ATTEMPTS attempts, or on a permanent refusal, the message is marked `failed`.
     """
     message = db.session.get(EmailMessage, email_id)
     if message is None:
         return "missing"
     if message.status == "sent":
         return "already-sent"
+    if message.status == "failed":
+        return "failed"
+    max_attempts = current_app.config["MAIL_MAX_ATTEMPTS"]
+    if message.attempts >= max_attempts:
+        # Every attempt was spent, the last ones dying before they could say so.
+        _give_up(message)
+        db.session.commit()
+        return "failed"
     message.status = "sending"
     message.attempts += 1
+    mime = build_mime(message)
     db.session.commit()
+    # No transaction is open while the server answers: on SQLite one would hold the write
+    # lock (jobs begin IMMEDIATE) for the whole conversation, up to SMTP_TIMEOUT.
     try:
-        transport = deliver(message)
+        transport = transmit(mime, email_id)
     except (smtplib.SMTPException, OSError) as exc:
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+        if is_permanent(exc):
+            _give_up(message, error)
+            db.session.commit()
+            log.warning("email %s refused by the server: %s", message.id, error)
+            return "failed"
         message.status = "queued"
-        message.last_error = f"{type(exc).__name__}: {exc}"[:1000]
-        if message.attempts >= current_app.config["MAIL_MAX_ATTEMPTS"]:
-            message.status = "failed"
-            audit.record("email.failed", obj=message, details={"attempts": message.attempts})
+        message.last_error = error
+        if message.attempts >= max_attempts:
+            _give_up(message)
         db.session.commit()
         raise
     message.status = "sent"
     message.transport = transport
     message.sent_at = utcnow()
     message.last_error = None
-    audit.record("email.sent", obj=message, details={"attempts": message.attempts,
-                                                     "transport": transport})
+    audit.record("email.sent", obj=message, cert_request=message.request,
+                 details={"attempts": message.attempts, "transport": transport})
     db.session.commit()
     return "sent"

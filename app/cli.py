@@ -68,19 +68,19 @@ def register_cli(app):
 
     @audit_group.command("verify")
     def verify():
-        """Recompute the audit chain; exit 1 and list the breaks if it was changed."""
+        """Recompute the audit chain; exit 1 and name each break if it was changed."""
+        from flask_babel import gettext as _
+        from flask_babel import ngettext
+
         from .services import audit
 
-        problems = audit.verify_chain()
-        if problems:
-            for p in problems:
-                click.echo(p)
+        check = audit.check_chain()
+        if not check.intact:
+            click.echo(_("A cadeia de auditoria foi alterada:"), err=True)
+            for problem in check.breaks:
+                click.echo(f"- {problem}", err=True)
             sys.exit(1)
-        from sqlalchemy import func, select
-
-        from .models import AuditEvent
-
-        n = db.session.execute(select(func.count(AuditEvent.id))).scalar_one()
-        click.echo(f"Audit chain intact: {n} events.")
+        click.echo(ngettext("Cadeia de auditoria íntegra: %(num)d evento.",
+                            "Cadeia de auditoria íntegra: %(num)d eventos.", check.events))
 
     app.cli.add_command(audit_group)

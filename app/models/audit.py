@@ -6,7 +6,8 @@ class AuditEvent(db.Model):
     """An append-only audit record, chained to the previous one by SHA-256.
 
     `hash` covers every other column and `prev_hash`, so an edited or deleted row breaks the
-    chain at that point (`flask audit verify`).
+    chain at that point (`flask audit verify`). The database refuses UPDATE (and, on
+    PostgreSQL, DELETE) of these rows: triggers of migration 0002.
     """
 
     __tablename__ = "audit_event"
@@ -32,7 +33,8 @@ class AuditEvent(db.Model):
 
 
 class AuditChainHead(db.Model):
-    """One row holding the chain's last sequence number and hash; locked while appending."""
+    """One row holding the chain's last sequence number and hash; locked while appending.
+    A trigger (migration 0002) lets `last_seq` only move forward one event at a time."""
 
     __tablename__ = "audit_chain_head"
 

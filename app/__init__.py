@@ -5,7 +5,7 @@ import secrets
 from pathlib import Path
 
 from dotenv import load_dotenv
-from flask import Flask, current_app, g, render_template, request, session
+from flask import Flask, current_app, render_template, request, session
 from flask_babel import lazy_gettext as _l
 from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFError

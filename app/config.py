@@ -88,6 +88,13 @@ class Config:
     UPLOAD_MAX_BYTES = _int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
     UPLOAD_MAX_PIXELS = _int("UPLOAD_MAX_PIXELS", 50_000_000)
     UPLOAD_MAX_PDF_PAGES = _int("UPLOAD_MAX_PDF_PAGES", 20)
+    UPLOAD_MAX_PAGES_PER_KIND = _int("UPLOAD_MAX_PAGES_PER_KIND", 10)
+
+    # The client's pages: idle expiry of their session, wrong protocols before a pause.
+    CLIENT_IDLE_MINUTES = _int("CLIENT_IDLE_MINUTES", 30)
+    PROTOCOL_MAX_TRIES = _int("PROTOCOL_MAX_TRIES", 5)
+    PROTOCOL_LOCK_MINUTES = _int("PROTOCOL_LOCK_MINUTES", 15)
+    PROTOCOL_RATE_LIMIT = os.environ.get("PROTOCOL_RATE_LIMIT", "30 per 15 minutes")
 
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 64 * 1024 * 1024)
     TESTING = False
@@ -104,3 +111,4 @@ class TestConfig(Config):
     ALTCHA_MAX_NUMBER = 1000
     LOGIN_RATE_LIMIT = "1000 per minute"
     PUBLIC_FORM_RATE_LIMIT = "1000 per minute"
+    PROTOCOL_RATE_LIMIT = "1000 per minute"

@@ -6,8 +6,8 @@ instead of failing halfway through, which a read-then-write upgrade in WAL mode 
 (SQLITE_BUSY_SNAPSHOT). Requests with safe methods (GET, HEAD, OPTIONS) read with a plain
 BEGIN, unless their view is marked `@writes_db`; jobs and commands always take the lock.
 """
+from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import wraps
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -21,6 +21,16 @@ def writes_db(view):
     """Mark a GET view that writes (for example, auditing that a link was opened)."""
     view.writes_db = True
     return view
+
+
+@contextmanager
+def sqlite_lock(immediate: bool):
+    """Within this block, SQLite transactions begin with (or without) the write lock."""
+    token = sqlite_immediate.set(immediate)
+    try:
+        yield
+    finally:
+        sqlite_immediate.reset(token)
 
 
 def init_app(app):

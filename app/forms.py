@@ -1,6 +1,7 @@
 """Forms with their validation; messages are pt-BR through Flask-Babel."""
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm as _FlaskForm
+from wtforms.fields.choices import SelectChoice
 from wtforms import (BooleanField, DateField, EmailField, HiddenField, IntegerField,
                      PasswordField, SelectField, SelectMultipleField, StringField, TextAreaField)
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
@@ -20,7 +21,14 @@ class FlaskForm(_FlaskForm):
 
 UFS = ["AC", "AL", "AP", "AM", "BA", "CE", "DF", "ES", "GO", "MA", "MT", "MS", "MG", "PA", "PB",
        "PR", "PE", "PI", "RJ", "RN", "RS", "RO", "RR", "SC", "SP", "SE", "TO"]
-UF_CHOICES = [("", "—")] + [(uf, uf) for uf in UFS]
+
+
+def choices(pairs):
+    """WTForms' option objects from (value, label) pairs."""
+    return [SelectChoice(value, label) for value, label in pairs]
+
+
+UF_CHOICES = choices([("", "—")] + [(uf, uf) for uf in UFS])
 REQUIRED = _l("Preencha este campo.")
 
 
@@ -215,7 +223,7 @@ class OfficeSettingsForm(FlaskForm):
     address = StringField(_l("Endereço"), validators=[DataRequired(REQUIRED), Length(max=400)])
     city = StringField(_l("Município"), validators=[DataRequired(REQUIRED), Length(max=120)])
     uf = SelectField(_l("UF"), choices=UF_CHOICES[1:], validators=[DataRequired(REQUIRED)])
-    time_zone = SelectField(_l("Fuso horário"), validators=[DataRequired(REQUIRED)], choices=[
+    time_zone = SelectField(_l("Fuso horário"), validators=[DataRequired(REQUIRED)], choices=choices([
         ("America/Sao_Paulo", "Brasília (America/Sao_Paulo)"),
         ("America/Bahia", "America/Bahia"), ("America/Fortaleza", "America/Fortaleza"),
         ("America/Recife", "America/Recife"), ("America/Belem", "America/Belem"),
@@ -226,7 +234,7 @@ class OfficeSettingsForm(FlaskForm):
         ("America/Boa_Vista", "Roraima (America/Boa_Vista)"),
         ("America/Rio_Branco", "Acre (America/Rio_Branco)"),
         ("America/Noronha", "Fernando de Noronha (America/Noronha)"),
-    ])
+    ]))
     reminder_after_days = IntegerField(_l("Lembrete ao cliente após (dias sem ação)"),
                                        validators=[NumberRange(1, 365)])
     expire_after_days = IntegerField(_l("Expirar solicitação após (dias sem ação)"),
@@ -242,8 +250,8 @@ class ClosureForm(FlaskForm):
     description = StringField(_l("Descrição"), validators=[DataRequired(REQUIRED), Length(max=200)])
 
 
-ROLE_CHOICES = [("agent", _l("Agente de Registro")), ("verifier", _l("Verificador")),
-                ("admin", _l("Administrador"))]
+ROLE_CHOICES = choices([("agent", _l("Agente de Registro")), ("verifier", _l("Verificador")),
+                ("admin", _l("Administrador"))])
 
 
 class StaffCreateForm(FlaskForm):
@@ -260,15 +268,16 @@ class StaffRolesForm(FlaskForm):
 class ProductForm(FlaskForm):
     code = StringField(_l("Código"), validators=[DataRequired(REQUIRED), Length(max=40)])
     name = StringField(_l("Nome"), validators=[DataRequired(REQUIRED), Length(max=200)])
-    kind = SelectField(_l("Tipo"), choices=[("e_cpf", "e-CPF"), ("e_cnpj", "e-CNPJ"),
-                                             ("e_notariado", "e-Notariado")])
+    kind = SelectField(_l("Tipo"), choices=choices([("e_cpf", "e-CPF"), ("e_cnpj", "e-CNPJ"),
+                                             ("e_notariado", "e-Notariado")]))
     cert_type = StringField(_l("Tipo de certificado (ex.: A1, A3)"),
                             validators=[DataRequired(REQUIRED), Length(max=10)])
     policy_oid = StringField(_l("OID da política"), validators=[Optional(), Length(max=100)])
     validity_months = IntegerField(_l("Validade (meses)"), validators=[NumberRange(1, 60)])
     key_storage = SelectField(_l("Onde fica a chave"),
-                              choices=[("software", _l("Software (no dispositivo do titular)")),
-                                       ("token", _l("Token ou cartão"))])
+                              choices=choices([
+                                  ("software", _l("Software (no dispositivo do titular)")),
+                                  ("token", _l("Token ou cartão"))]))
     needs_documents = BooleanField(_l("Exige envio de documentos"))
     needs_second_check = BooleanField(_l("Exige segunda conferência"))
     active = BooleanField(_l("Ativo"))

@@ -11,7 +11,7 @@ from app import create_app
 from app.config import TestConfig
 
 PUBLIC_ENDPOINTS = {
-    "static", "public.home", "public.documents_entry", "health.healthz", "auth.login",
+    "static", "public.home", "client_documents.entry", "health.healthz", "auth.login",
     "auth.set_language", "public.request_certificate", "public.altcha_challenge",
 }
 

@@ -37,7 +37,7 @@ def test_office_settings_validation(client, auth, admin, db):
 def test_closures(client, auth, admin, db):
     auth.login(admin.email)
     client.post("/admin/escritorio/fechamentos", data={"day": "2026-12-24", "description": "Véspera de Natal"})
-    response = client.post("/admin/escritorio/fechamentos", data={"day": "2026-12-24", "description": "de novo"})
+    client.post("/admin/escritorio/fechamentos", data={"day": "2026-12-24", "description": "de novo"})
     closure = db.session.execute(select(OfficeClosure)).scalar_one()
     assert closure.day == date(2026, 12, 24)
     page = client.get("/admin/escritorio").text

@@ -1,5 +1,6 @@
 """All models, imported here so Alembic and the app see every table."""
 from .audit import AuditChainHead, AuditEvent
+from .documents import DocumentPage, PageRendition, Pendency, RequestDocument, StoredFile
 from .jobs import BackgroundJob, EmailMessage
 from .office import OfficeClosure, OfficeSettings, Product
 from .people import Company, Person
@@ -9,6 +10,7 @@ from .types import utcnow
 
 __all__ = [
     "AccessLink", "AuditChainHead", "AuditEvent", "BackgroundJob", "CertificateRequest",
-    "Company", "EmailMessage", "OfficeClosure", "OfficeSettings", "Person", "Product", "ROLES",
+    "Company", "DocumentPage", "EmailMessage", "PageRendition", "Pendency", "RequestDocument",
+    "StoredFile", "OfficeClosure", "OfficeSettings", "Person", "Product", "ROLES",
     "StaffUser", "utcnow",
 ]

@@ -2,7 +2,8 @@
 
 
 def register_blueprints(app):
-    from . import admin, auth, dashboard, health, people, public, requests
+    from . import (admin, auth, client_documents, dashboard, health, people, public, requests,
+                   review)
 
     app.register_blueprint(public.bp)
     app.register_blueprint(health.bp)
@@ -11,3 +12,5 @@ def register_blueprints(app):
     app.register_blueprint(people.bp)
     app.register_blueprint(requests.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(client_documents.bp)
+    app.register_blueprint(review.bp)

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from ..auth import staff_blueprint_guard
 from ..extensions import db
-from ..forms import PersonForm, SearchPersonForm, StartRemoteIssuanceForm
+from ..forms import PersonForm, SearchPersonForm, StartRemoteIssuanceForm, choices
 from ..models import Person, Product
 from ..services import people, requests as request_service
 from ..services.audit import staff_actor
@@ -82,7 +82,7 @@ def _product_choices():
     products = db.session.execute(
         select(Product).where(Product.active.is_(True)).order_by(Product.name)
     ).scalars().all()
-    return [(p.id, p.name) for p in products], {p.id: p for p in products}
+    return choices((p.id, p.name) for p in products), {p.id: p for p in products}
 
 
 @bp.route("/<int:person_id>/certificacao/remota", methods=["GET", "POST"])

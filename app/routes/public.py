@@ -1,13 +1,10 @@
 """Public pages: the office's home, the client's own request, and the entry by private link."""
 from flask import Blueprint, current_app, jsonify, render_template
 
-from ..db_setup import writes_db
 from ..extensions import db, limiter
-from ..forms import PublicRequestForm
-from ..models import utcnow
-from ..services import audit, links, robot_check
+from ..forms import PublicRequestForm, choices
+from ..services import robot_check
 from ..services import requests as request_service
-from ..services.audit import client_actor
 
 bp = Blueprint("public", __name__)
 
@@ -34,7 +31,7 @@ def request_certificate():
     form = PublicRequestForm()
     products = request_service.public_products()
     form.products = {p.id: p for p in products}
-    form.product_id.choices = [(0, PublicRequestForm.CHOOSE)] + [(p.id, p.name) for p in products]
+    form.product_id.choices = choices([(0, PublicRequestForm.CHOOSE)] + [(p.id, p.name) for p in products])
     if not form.validate_on_submit():
         return render_template("public/request_form.html", form=form), 422 if form.errors else 200
     try:
@@ -55,21 +52,3 @@ def request_certificate():
     return render_template(
         "public/request_done.html", cert_request=cert_request, on_record=on_record,
         sent_to=request_service.mask_email(holder_email) if on_record else holder_email)
-
-
-@bp.route("/documentos/<token>")
-@writes_db
-def documents_entry(token):
-    """The "Importe seus documentos" link: checks the private token before anything else."""
-    try:
-        link = links.resolve(token, "documents")
-    except links.LinkError as exc:
-        return render_template("public/link_error.html", message=exc.message), 404
-    cert_request = link.request
-    if link.last_used_at is None:
-        audit.record("link.open", actor=client_actor(cert_request), obj=link,
-                     cert_request=cert_request)
-    link.last_used_at = utcnow()
-    cert_request.last_client_activity_at = link.last_used_at
-    db.session.commit()
-    return render_template("public/documents_entry.html", cert_request=cert_request)

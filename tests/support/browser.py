@@ -13,11 +13,13 @@ refusals, and uncaught exceptions) in `page.browser_errors`; the `desktop` and `
 fixtures fail the test if any page logged one.
 """
 import os
+import re
 import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -120,6 +122,9 @@ def _watch(page):
             errors.append(f"console: {msg.text}")
 
     def on_response(response):
+        if any(status == response.status and pattern.search(response.url)
+               for status, pattern in getattr(page, "expected_responses", ())):
+            return
         if response.status >= 400 and response.request.resource_type != "document":
             errors.append(f"{response.status} for {response.request.resource_type} "
                           f"{response.url}")
@@ -162,6 +167,21 @@ def phone(browser, playwright, live_server):
     _close_checking_errors(context)
 
 
+@contextmanager
+def expected_response(page, status: int, url_pattern: str):
+    """The block makes the page load a URL matching `url_pattern` (a regex) that answers
+    `status` on purpose (e.g. the 422 of an htmx upload of a refused file): waits for that
+    answer, and does not count it as an error of the page."""
+    pattern = re.compile(url_pattern)
+    expected = (status, pattern)
+    page.expected_responses = [*getattr(page, "expected_responses", ()), expected]
+    try:
+        with page.expect_response(lambda r: r.status == status and pattern.search(r.url)):
+            yield
+    finally:
+        page.expected_responses.remove(expected)
+
+
 def assert_accessible(page, label=None):
     """axe-core on the page as it is now: no violation of serious or critical impact."""
     from axe_playwright_python.sync_playwright import Axe
@@ -174,11 +194,11 @@ def assert_accessible(page, label=None):
     assert not bad, f"accessibility violations on {label or page.url}:\n{report}"
 
 
-def screenshot(page, name: str):
+def screenshot(page, name: str, full_page: bool = True):
     """Save docs/screenshots/<name> when VIDEOAR_SCREENSHOTS=1 (normal runs leave the
-    tracked files alone)."""
+    tracked files alone). `full_page=False` keeps to the viewport, as for a modal dialog."""
     if os.environ.get("VIDEOAR_SCREENSHOTS") != "1":
         return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True, animations="disabled",
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=full_page, animations="disabled",
                     caret="hide", scale="css")

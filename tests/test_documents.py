@@ -112,6 +112,8 @@ def test_full_round_with_pendency_and_approval(client, auth, agent, pending, mai
     image = client.get(image_urls[0])
     assert image.status_code == 200 and image.mimetype == "image/jpeg"
     assert image.headers["X-Content-Type-Options"] == "nosniff"
+    assert image.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert "sandbox" in image.headers["Content-Security-Policy"]
     original_url = re.search(r'href="(/solicitacoes/\d+/documentos/paginas/\d+/original/0)"', review.text).group(1)
     original = client.get(original_url)
     assert "attachment" in original.headers["Content-Disposition"]

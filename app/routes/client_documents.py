@@ -19,6 +19,16 @@ from ..services.storage import get_storage
 bp = Blueprint("client_documents", __name__, url_prefix="/documentos")
 PURPOSE = "documents"
 
+# Talisman's per-view options (what its `@talisman(...)` decorator sets): files are served
+# with a policy that lets them run nothing and embed nothing.
+FILE_HEADERS = {"content_security_policy": {"default-src": "'none'", "sandbox": ""},
+                "frame_options": "DENY"}
+
+
+def serves_files(view):
+    view.talisman_view_options = FILE_HEADERS
+    return view
+
 
 @bp.errorhandler(401)
 def _session_gone(exc):
@@ -213,6 +223,7 @@ def remove_page(page_id):
 
 
 @bp.route("/envio/paginas/<int:page_id>/miniatura")
+@serves_files
 def thumbnail(page_id):
     """A page's thumbnail, for the client who sent it, while the upload page is open."""
     cert_request, _ = _bound()
@@ -228,7 +239,6 @@ def send_blob(sha256, mime, download_name, as_attachment=False):
                          download_name=download_name, max_age=0, conditional=False,
                          etag=sha256)
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     response.headers["Cache-Control"] = "private, no-store"
     return response
 

@@ -10,7 +10,7 @@ from ..models import CertificateRequest
 from ..models.documents import DocumentPage, RequestDocument
 from ..services import documents
 from ..services.audit import staff_actor
-from .client_documents import send_blob
+from .client_documents import send_blob, serves_files
 
 bp = Blueprint("review", __name__, url_prefix="/solicitacoes/<int:request_id>/documentos")
 staff_blueprint_guard(bp, "agent", "verifier", "admin")
@@ -77,6 +77,7 @@ def raise_pendency(request_id, document_id):
 
 @bp.route("/paginas/<int:page_id>/<variant>/<int:index>")
 @writes_db
+@serves_files
 def page_file(request_id, page_id, variant, index):
     """A page's image (web size or thumbnail) or its original file; every view is audited."""
     cert_request = _request(request_id)

@@ -89,6 +89,9 @@ class Config:
     UPLOAD_MAX_PIXELS = _int("UPLOAD_MAX_PIXELS", 50_000_000)
     UPLOAD_MAX_PDF_PAGES = _int("UPLOAD_MAX_PDF_PAGES", 20)
     UPLOAD_MAX_PAGES_PER_KIND = _int("UPLOAD_MAX_PAGES_PER_KIND", 10)
+    # PDFs are rendered in a child process (app/services/pdf_render.py), killed past the timeout.
+    PDF_RENDER_ISOLATED = _bool("PDF_RENDER_ISOLATED", True)
+    PDF_RENDER_TIMEOUT = _int("PDF_RENDER_TIMEOUT", 60)
 
     # The client's pages: idle expiry of their session, wrong protocols before a pause.
     CLIENT_IDLE_MINUTES = _int("CLIENT_IDLE_MINUTES", 30)

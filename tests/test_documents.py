@@ -344,3 +344,42 @@ def test_staff_view_of_each_file_is_audited_with_who(client, auth, agent, pendin
     event = db.session.execute(select(AuditEvent).where(AuditEvent.action == "document.view")).scalar_one()
     assert event.actor_label == agent.email and event.request_id == pending.id
     assert "thumbnail:0" in event.details
+
+
+def test_pdf_is_rendered_in_a_child_process(app, client, pending, db, monkeypatch):
+    """PDFium runs in a child: the worker gets the same renditions, and a PDF that makes the
+    child die (here: PDFium itself made to crash) is refused, not fatal to the web worker."""
+    from app.services import pdf_render, uploads
+
+    pdf = files.pdf(pages=3)
+    in_process = uploads.process_upload(pdf)  # outside an app context: rendered here
+    with app.app_context():
+        isolated = uploads.process_upload(pdf)
+    assert isolated.pages == in_process.pages == 3
+    assert [r.web.data for r in isolated.renditions] == [r.web.data for r in in_process.renditions]
+
+    enter(client, pending)
+    assert upload(client, "identity", pdf, "cnh.pdf").status_code == 200
+    # A child that is killed (as PDFium crashing would) gives the client the broken-PDF message.
+    import subprocess
+
+    real_run = subprocess.run
+
+    def crashing_run(argv, **kwargs):
+        return real_run([argv[0], "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"],
+                        **kwargs)
+
+    monkeypatch.setattr(pdf_render.subprocess, "run", crashing_run)
+    response = upload(client, "identity", files.pdf(pages=2), "outro.pdf")
+    assert response.status_code == 422 and "O PDF está corrompido ou incompleto" in response.text
+
+
+def test_too_long_and_password_protected_pdfs_through_the_child(app, client, pending):
+    app.config["UPLOAD_MAX_PDF_PAGES"] = 2
+    enter(client, pending)
+    response = upload(client, "identity", files.pdf(pages=3), "longo.pdf")
+    assert response.status_code == 422 and "O PDF tem 3 páginas; o limite é 2" in response.text
+    encrypted = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R/Encrypt<</Filter/Standard/V 1/R 2/O(x)/U(y)/P -4>>>>\n%%EOF"
+    response = upload(client, "identity", encrypted, "senha.pdf")
+    assert response.status_code == 422
+    assert "O PDF" in response.text  # protected or broken: refused with a PDF message

@@ -276,7 +276,12 @@ def _process(fp: BinaryIO, sha256: str, size: int, limits: Limits) -> ProcessedU
     if mime is None:
         raise UploadRejected(NOT_SUPPORTED)
     if mime == "application/pdf":
-        pages, renditions = _render_pdf(fp, limits.max_pdf_pages)
+        if _pdf_isolated():
+            from .pdf_render import render_isolated
+
+            pages, renditions = render_isolated(fp, limits.max_pdf_pages, _pdf_timeout())
+        else:
+            pages, renditions = _render_pdf(fp, limits.max_pdf_pages)
         return ProcessedUpload(kind=KIND_PDF, mime=mime, sha256=sha256, size=size, width=None,
                                height=None, pages=pages, renditions=renditions)
     width, height, page = _render_image(fp, _PILLOW_FORMAT[mime], limits.max_pixels)
@@ -434,6 +439,18 @@ def _encode(im: Image.Image, quality: int) -> Rendition:
     out = io.BytesIO()
     im.save(out, "JPEG", quality=quality)
     return Rendition(data=out.getvalue(), width=im.width, height=im.height)
+
+
+def _pdf_isolated() -> bool:
+    from flask import current_app, has_app_context
+
+    return bool(current_app.config.get("PDF_RENDER_ISOLATED", True)) if has_app_context() else False
+
+
+def _pdf_timeout() -> float:
+    from flask import current_app
+
+    return float(current_app.config.get("PDF_RENDER_TIMEOUT", 60))
 
 
 def _render_pdf(fp: BinaryIO, max_pages: int):

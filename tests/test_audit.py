@@ -233,6 +233,7 @@ def test_append_after_the_head_was_read_before_another_writer_committed(app, db)
     append after what another writer committed since, not on top of its stale copy."""
     errors = []
     before = _last_seq(db)
+    db.session.rollback()  # a request starts with no transaction open
     token = sqlite_immediate.set(True)  # this test body writes, as a POST request does
     try:
         head = db.session.get(AuditChainHead, 1)  # held: it stays in the identity map

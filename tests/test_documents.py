@@ -383,3 +383,21 @@ def test_too_long_and_password_protected_pdfs_through_the_child(app, client, pen
     response = upload(client, "identity", encrypted, "senha.pdf")
     assert response.status_code == 422
     assert "O PDF" in response.text  # protected or broken: refused with a PDF message
+
+
+def test_resubmission_is_marked_in_the_queue(client, auth, agent, pending, db):
+    enter(client, pending)
+    upload(client, "identity", files.pdf(pages=2), "cnh.pdf")
+    client.post("/documentos/envio/enviar")
+    auth.login(agent.email)
+    queue = client.get("/painel/?estado=documents_submitted").text
+    assert pending.protocol in queue and ">reenvio<" not in queue
+    doc = db.session.execute(select(RequestDocument)).scalar_one()
+    client.post(f"/solicitacoes/{pending.id}/documentos/{doc.id}/pendencia", data={"reason": "illegible"})
+    auth.logout()
+    enter(client, pending)
+    upload(client, "identity", files.pdf(pages=2), "cnh-nova.pdf")
+    client.post("/documentos/envio/enviar")
+    auth.login(agent.email)
+    queue = client.get("/painel/?estado=documents_submitted").text
+    assert pending.protocol in queue and ">reenvio<" in queue

@@ -2,10 +2,11 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 
 from ..extensions import db
-from ..models import CertificateRequest, Company, Person, Product, StaffUser, utcnow
+from ..models import (CertificateRequest, Company, Person, Product, RequestDocument, StaffUser,
+                      utcnow)
 from . import workflow
 from .calendar import BusinessCalendar
 
@@ -33,6 +34,7 @@ class QueueRow:
     waiting_business_days: int
     overdue: bool  # past the review promise
     due_today: bool  # the last day of the review promise
+    resubmission: bool = False  # documents sent again after a pendência
 
 
 @dataclass
@@ -103,7 +105,9 @@ def load_queue(*, state: str | None = None, product_id: int | None = None,
                _name(Company.legal_name, Company.id == page_rows.c.company_id, "company_name"),
                _name(Product.name, Product.id == page_rows.c.product_id, "product_name"),
                _name(StaffUser.name, StaffUser.id == page_rows.c.assigned_agent_id,
-                     "agent_name"))
+                     "agent_name"),
+               exists().where(RequestDocument.request_id == page_rows.c.id,
+                              RequestDocument.round > 1).label("resubmission"))
         .order_by(page_rows.c.state_changed_at.asc(), page_rows.c.id.asc())
     ).all()
 
@@ -121,5 +125,5 @@ def load_queue(*, state: str | None = None, product_id: int | None = None,
             since=r.state_changed_at.astimezone(calendar.tz), holder_name=r.holder_name,
             company_name=r.company_name, product_name=r.product_name, agent_name=r.agent_name,
             waiting_business_days=waited, overdue=reviewing and waited > promise,
-            due_today=reviewing and waited == promise))
+            due_today=reviewing and waited == promise, resubmission=bool(r.resubmission)))
     return QueuePage(rows, total, page, pages, counts)

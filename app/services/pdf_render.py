@@ -9,6 +9,7 @@ killed past PDF_RENDER_TIMEOUT seconds.
     python -m app.services.pdf_render MAX_PAGES < file.pdf > result.pickle
 """
 import io
+import os
 import pickle
 import subprocess
 import sys
@@ -22,9 +23,18 @@ def render_isolated(fp, max_pages: int, timeout: float):
     Raises uploads.UploadRejected with the same messages."""
     from . import uploads
 
+    argv = [sys.executable, "-m", "app.services.pdf_render", str(max_pages)]
     try:
-        proc = subprocess.run([sys.executable, "-m", "app.services.pdf_render", str(max_pages)],
-                              input=fp.read(), capture_output=True, timeout=timeout)
+        try:
+            fd = fp.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            proc = subprocess.run(argv, input=fp.read(), capture_output=True, timeout=timeout)
+        else:
+            # A real file (the stored original): the child reads it from the descriptor, so
+            # the PDF's bytes never sit in this process's memory. A buffered reader's own
+            # position may differ from the descriptor's: set the descriptor's.
+            os.lseek(fd, fp.tell(), os.SEEK_SET)
+            proc = subprocess.run(argv, stdin=fd, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise uploads.UploadRejected(uploads.BROKEN_PDF) from None
     if proc.returncode == 0:

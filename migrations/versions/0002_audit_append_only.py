@@ -1,4 +1,4 @@
-"""Audit events append-only in the database; indexes for the agents' queue.
+"""Audit events append-only in the database.
 
 The database refuses to change an audit event: PostgreSQL refuses UPDATE and DELETE, SQLite
 refuses UPDATE (a DELETE trigger would also stop the tests from emptying the table between

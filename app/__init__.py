@@ -69,6 +69,10 @@ def create_app(config: type[Config] | None = None) -> Flask:
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "videoar-limits")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
+    if app.config["SQLALCHEMY_DATABASE_URI"].endswith(":memory:"):
+        # An in-memory SQLite database is one connection: no pool to size.
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            k: v for k, v in app.config["SQLALCHEMY_ENGINE_OPTIONS"].items() if k != "pool_size"}
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"),
                      render_as_batch=True, compare_type=True)

@@ -8,6 +8,7 @@ from flask import current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 
+from ..db_setup import sqlite_lock
 from ..extensions import db
 from ..models import StaffUser, utcnow
 from . import ServiceError, audit
@@ -67,19 +68,32 @@ def authenticate(email: str, password: str) -> StaffUser:
 
     After LOGIN_MAX_FAILURES failures in a row the account is locked for LOGIN_LOCKOUT_MINUTES;
     the error says until when. Commits the failure count, so call it outside other work.
+    The password is verified (argon2, about 0.2 s) before the writing transaction begins, so
+    that on SQLite one login does not hold the write lock while it hashes.
     """
-    user = find_by_email(email)
+    db.session.rollback()  # nothing of the caller's is pending; start the read afresh
+    with sqlite_lock(immediate=False):
+        found = find_by_email(email)
+        if found is None:
+            verify_password(_DUMMY_HASH, password or "")
+            password_ok, user_id = False, None
+        else:
+            password_ok, user_id = verify_password(found.password_hash, password or ""), found.id
+            stored_hash = found.password_hash
+        db.session.rollback()
+    user = db.session.get(StaffUser, user_id) if user_id is not None else None
     now = utcnow()
     if user is None:
-        verify_password(_DUMMY_HASH, password or "")
         audit.record("staff.login_failed", details={"email": (email or "")[:254]})
         db.session.commit()
         raise LoginError(_l("E-mail ou senha incorretos."))
+    if user.password_hash != stored_hash:  # changed meanwhile: check against the new one
+        password_ok = verify_password(user.password_hash, password or "")
     if user.locked_until is not None and user.locked_until > now:
         audit.record("staff.login_refused_locked", obj=user)
         db.session.commit()
         raise AccountLocked(user.locked_until)
-    if not verify_password(user.password_hash, password or ""):
+    if not password_ok:
         user.failed_logins += 1
         cfg = current_app.config
         if user.failed_logins >= cfg["LOGIN_MAX_FAILURES"]:

@@ -41,6 +41,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlencode
 
+from common import fresh_postgres  # bench/common.py (the script's own folder is on the path)
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 TARGET_P95_MS = 50.0
@@ -64,23 +66,6 @@ AGENTS = 8
 
 
 # --- database ---------------------------------------------------------------------------------
-
-def fresh_postgres(url: str):
-    """Drop and create the benchmark's own PostgreSQL database."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    target = make_url(url)
-    name = target.database
-    if not name or not name.startswith("bench"):
-        sys.exit(f"refusing to drop database {name!r}: the benchmark's database name must "
-                 "start with 'bench'")
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-
 
 def cpf_digits(body: int) -> str:
     """A CPF: the 9-digit body and its two mod-11 check digits."""

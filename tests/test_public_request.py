@@ -16,18 +16,14 @@ from app.jobs import redis_connection
 from app.models import (AccessLink, AuditEvent, CertificateRequest, Company, EmailMessage,
                         Person)
 from app.services import robot_check
+from tests.support.robot import solve_robot_check
 
 NEW_CPF = "39053344705"
 
 
 def solve(client) -> str:
     """Fetch a challenge as the widget does and solve it; returns the form's `altcha` value."""
-    response = client.get("/altcha/desafio")
-    assert response.status_code == 200
-    challenge = altcha.Challenge.from_dict(response.get_json())
-    solution = altcha.solve_challenge(challenge, timeout=30)
-    assert solution is not None
-    return altcha.Payload(challenge, solution).to_base64()
+    return solve_robot_check(client)
 
 
 def form(factory, client=None, product="ecpf-a1", **overrides):

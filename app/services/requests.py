@@ -42,14 +42,7 @@ def open_request(*, product, holder, company=None, origin: str, created_by=None,
         raise RequestError(_l("Este produto não está disponível."))
     if product.is_company and company is None:
         raise RequestError(_l("Um certificado e-CNPJ precisa dos dados da empresa."))
-    open_same = db.session.execute(
-        select(CertificateRequest).where(
-            CertificateRequest.holder_id == holder.id,
-            CertificateRequest.product_id == product.id,
-            CertificateRequest.company_id == (company.id if company else None),
-            CertificateRequest.state.in_(workflow.OPEN_STATES),
-        )
-    ).scalars().first()
+    open_same = _open_request_for(holder, product, company)
     if open_same is not None:
         raise RequestError(_l("Já existe uma solicitação em andamento deste produto para esta "
                               "pessoa (protocolo %(protocol)s).", protocol=open_same.protocol))

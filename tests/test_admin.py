@@ -148,3 +148,12 @@ def test_outbox_lists_and_shows_emails(client, auth, admin, factory, mailbox):
     page = client.get(f"/admin/emails/{message.id}").text
     assert message.message_id.replace("<", "&lt;").replace(">", "&gt;") in page
     assert "srcdoc=" in page and "sandbox" in page
+
+
+def test_invalid_role_is_reported(client, auth, admin, db):
+    auth.login(admin.email)
+    response = client.post("/admin/usuarios/novo", data={
+        "name": "X", "email": "x@ar-teste.example", "roles": ["dono"], "password": "uma-senha-boa-123"})
+    assert response.status_code == 422
+    assert "não é uma opção válida" in response.text
+    assert db.session.execute(select(func.count(StaffUser.id))).scalar_one() == 1

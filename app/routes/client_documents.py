@@ -9,9 +9,9 @@ from .. import db_setup
 from ..db_setup import writes_db
 from ..extensions import db, limiter
 from ..jobs import redis_connection
-from ..models import CertificateRequest
+from ..models import CertificateRequest, utcnow
 from ..models.documents import DocumentPage
-from ..services import audit, documents, links, robot_check, uploads
+from ..services import audit, documents, links, robot_check, uploads, workflow
 from ..services.audit import client_actor
 from ..services.requests import is_valid_protocol
 from ..services.storage import get_storage
@@ -100,7 +100,7 @@ def entry(token):
                 else:
                     client_session.bind(link)
                     link.last_used_at = cert_request.last_client_activity_at = \
-                        documents.utcnow()
+                        utcnow()
                     audit.record("link.open", actor=client_actor(cert_request), obj=link,
                                  cert_request=cert_request)
                     db.session.commit()
@@ -270,6 +270,6 @@ def submit():
 def done():
     """"Seus documentos foram enviados com sucesso!"."""
     cert_request, _ = _bound()
-    if cert_request.state in documents.workflow.AWAITING_CLIENT:
+    if cert_request.state in workflow.AWAITING_CLIENT:
         return redirect(url_for(".upload_page"))
     return render_template("documents/done.html", cert_request=cert_request)

@@ -3,7 +3,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from ..auth import staff_blueprint_guard
+from ..auth import role_required, staff_blueprint_guard
 from ..db_setup import writes_db
 from ..extensions import db
 from ..models import CertificateRequest
@@ -39,12 +39,11 @@ def review(request_id):
 
 
 @bp.route("/<int:document_id>/aprovar", methods=["POST"])
+@role_required("agent")
 def approve_document(request_id, document_id):
     """Approve one kind of document."""
     cert_request = _request(request_id)
     doc = _document(cert_request, document_id)
-    if not current_user.is_agent:
-        abort(403)
     try:
         documents.approve_document(doc, current_user, actor=staff_actor(current_user))
     except documents.DocumentError as exc:
@@ -57,12 +56,11 @@ def approve_document(request_id, document_id):
 
 
 @bp.route("/<int:document_id>/pendencia", methods=["POST"])
+@role_required("agent")
 def raise_pendency(request_id, document_id):
     """Raise a pendência on one kind: the client is emailed and may send it again."""
     cert_request = _request(request_id)
     doc = _document(cert_request, document_id)
-    if not current_user.is_agent:
-        abort(403)
     try:
         documents.raise_pendency(doc, request.form.get("reason", ""), request.form.get("note"),
                                  current_user, actor=staff_actor(current_user))

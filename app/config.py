@@ -100,6 +100,25 @@ class Config:
     PROTOCOL_LOCK_MINUTES = _int("PROTOCOL_LOCK_MINUTES", 15)
     PROTOCOL_RATE_LIMIT = os.environ.get("PROTOCOL_RATE_LIMIT", "30 per 15 minutes")
 
+    # The videoconference. A client's first entry is admitted from the scheduled time for
+    # CONFERENCE_WINDOW_MINUTES; wrong access codes pause the room after CONFERENCE_CODE_MAX_TRIES.
+    CONFERENCE_WINDOW_MINUTES = _int("CONFERENCE_WINDOW_MINUTES", 30)
+    CONFERENCE_CODE_MAX_TRIES = _int("CONFERENCE_CODE_MAX_TRIES", 5)
+    CONFERENCE_CODE_LOCK_MINUTES = _int("CONFERENCE_CODE_LOCK_MINUTES", 15)
+    CONFERENCE_CODE_RATE_LIMIT = os.environ.get("CONFERENCE_CODE_RATE_LIMIT", "20 per 15 minutes")
+    PASSWORD_RATE_LIMIT = os.environ.get("PASSWORD_RATE_LIMIT", "30 per 15 minutes")
+    # Media: where segments are written (empty: <INSTANCE_DIR>/recordings), the free space a
+    # recording needs, the calls one media process accepts, ICE servers handed to browsers and
+    # to the media peer (JSON list of RTCIceServer; empty: none, no public STUN is contacted),
+    # and the address the media peer announces in its candidates (behind a router: the public IP).
+    RECORDINGS_ROOT = os.environ.get("RECORDINGS_ROOT", "")
+    RECORDING_MIN_FREE_MB = _int("RECORDING_MIN_FREE_MB", 2048)
+    MEDIA_CAPACITY = _int("MEDIA_CAPACITY", 10)
+    ICE_SERVERS = os.environ.get("ICE_SERVERS", "[]")
+    MEDIA_ANNOUNCED_ADDRESS = os.environ.get("MEDIA_ANNOUNCED_ADDRESS", "")
+    MEDIA_PORT_MIN = _int("MEDIA_PORT_MIN", 0)
+    MEDIA_PORT_MAX = _int("MEDIA_PORT_MAX", 0)
+
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 64 * 1024 * 1024)
     TESTING = False
     FORCE_HTTPS = _bool("FORCE_HTTPS", False)
@@ -116,3 +135,6 @@ class TestConfig(Config):
     LOGIN_RATE_LIMIT = "1000 per minute"
     PUBLIC_FORM_RATE_LIMIT = "1000 per minute"
     PROTOCOL_RATE_LIMIT = "1000 per minute"
+    CONFERENCE_CODE_RATE_LIMIT = "1000 per minute"
+    PASSWORD_RATE_LIMIT = "1000 per minute"
+    RECORDING_MIN_FREE_MB = 50

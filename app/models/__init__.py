@@ -1,5 +1,7 @@
 """All models, imported here so Alembic and the app see every table."""
 from .audit import AuditChainHead, AuditEvent
+from .conference import (Conference, ConferenceCapture, ConferenceConnection, ConferenceConsent,
+                         RecordingSegment)
 from .documents import DocumentPage, PageRendition, Pendency, RequestDocument, StoredFile
 from .jobs import BackgroundJob, EmailMessage
 from .office import OfficeClosure, OfficeSettings, Product
@@ -10,7 +12,8 @@ from .types import utcnow
 
 __all__ = [
     "AccessLink", "AuditChainHead", "AuditEvent", "BackgroundJob", "CertificateRequest",
-    "Company", "DocumentPage", "EmailMessage", "PageRendition", "Pendency", "RequestDocument",
+    "Company", "Conference", "ConferenceCapture", "ConferenceConnection",
+    "ConferenceConsent", "DocumentPage", "EmailMessage", "PageRendition", "Pendency", "RecordingSegment", "RequestDocument",
     "StoredFile", "OfficeClosure", "OfficeSettings", "Person", "Product", "ROLES",
     "StaffUser", "utcnow",
 ]

@@ -22,6 +22,9 @@ class CertificateRequest(db.Model):
     # Last thing the client did (opened a link, uploaded): drives reminders and expiry.
     last_client_activity_at = db.Column(UTCDateTime)
     reminder_sent_at = db.Column(UTCDateTime)
+    # The revocation/installation password the client created in the call: an argon2 hash only.
+    revocation_password_hash = db.Column(db.String(200))
+    revocation_password_set_at = db.Column(UTCDateTime)
 
     product = db.relationship("Product")
     holder = db.relationship("Person", back_populates="requests", foreign_keys=[holder_id])

@@ -26,6 +26,9 @@ def periodic_jobs(cfg) -> list[tuple[str, int]]:
     return [
         ("app.jobs.email.sweep_unsent_emails", cfg["EMAIL_SWEEP_SECONDS"]),
         ("app.jobs.maintenance.remind_and_expire", cfg["REMIND_AND_EXPIRE_SECONDS"]),
+        ("app.jobs.conference.mark_no_shows",
+         int(cfg.get("CONFERENCE_NO_SHOW_SECONDS")
+             or os.environ.get("CONFERENCE_NO_SHOW_SECONDS", 60))),
     ]
 
 

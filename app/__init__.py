@@ -30,6 +30,16 @@ CSP = {
 }
 
 
+def _csp(public_url: str) -> dict:
+    """CSP with the WebSocket origin of PUBLIC_URL named too: older Safari does not count
+    ws:/wss: of the same host as 'self'."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(public_url)
+    ws = ("wss://" if parts.scheme == "https" else "ws://") + parts.netloc
+    return {**CSP, "connect-src": ["'self'", ws]}
+
+
 def _secret_key(app: Flask) -> str:
     """SECRET_KEY from the environment, or one generated once into instance/secret_key."""
     if app.config.get("SECRET_KEY"):
@@ -87,7 +97,7 @@ def create_app(config: type[Config] | None = None) -> Flask:
         force_https=app.config["FORCE_HTTPS"],
         strict_transport_security=app.config["PUBLIC_URL"].startswith("https://"),
         session_cookie_secure=app.config["SESSION_COOKIE_SECURE"],
-        content_security_policy=CSP,
+        content_security_policy=_csp(app.config["PUBLIC_URL"]),
         # Camera and microphone are used by our own pages (the call); nothing else.
         permissions_policy={"camera": "(self)", "microphone": "(self)", "geolocation": "()",
                             "display-capture": "(self)"},

@@ -118,6 +118,8 @@ class Config:
     MEDIA_ANNOUNCED_ADDRESS = os.environ.get("MEDIA_ANNOUNCED_ADDRESS", "")
     MEDIA_PORT_MIN = _int("MEDIA_PORT_MIN", 0)
     MEDIA_PORT_MAX = _int("MEDIA_PORT_MAX", 0)
+    # Seconds web waits for the media process to answer a command.
+    MEDIA_TIMEOUT = _int("MEDIA_TIMEOUT", 8)
 
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 64 * 1024 * 1024)
     TESTING = False
@@ -138,3 +140,4 @@ class TestConfig(Config):
     CONFERENCE_CODE_RATE_LIMIT = "1000 per minute"
     PASSWORD_RATE_LIMIT = "1000 per minute"
     RECORDING_MIN_FREE_MB = 50
+    MEDIA_TIMEOUT = 2

@@ -13,6 +13,7 @@ from app.config import TestConfig
 PUBLIC_ENDPOINTS = {
     "static", "public.home", "client_documents.entry", "health.healthz", "auth.login",
     "auth.set_language", "public.request_certificate", "public.altcha_challenge",
+    "conference_entry.entry",
 }
 
 
@@ -20,7 +21,7 @@ def _rules():
     app = create_app(TestConfig)
     rules = []
     for rule in app.url_map.iter_rules():
-        if rule.endpoint in PUBLIC_ENDPOINTS:
+        if rule.endpoint in PUBLIC_ENDPOINTS or rule.websocket:
             continue
         url = re.sub(r"<(?:int:)?[^>]+>", "1", rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
@@ -53,6 +54,17 @@ def test_verifier_cannot_register_people(client, auth, factory):
     auth.login(verifier.email)
     assert client.get("/pessoas/").status_code == 403
     assert client.get("/painel/").status_code == 200
+
+
+def test_websocket_routes_take_only_websockets(client):
+    """A plain request to a WebSocket route is refused by the router; who may open the socket
+    is checked by the handler itself (tests/test_signaling.py)."""
+    app = create_app(TestConfig)
+    sockets = [r for r in app.url_map.iter_rules() if r.websocket]
+    assert {r.endpoint for r in sockets} == {"conference_call.signal", "console.signal"}
+    for rule in sockets:
+        url = re.sub(r"<(?:int:)?[^>]+>", "1", rule.rule)
+        assert client.get(url).status_code == 400
 
 
 def test_every_public_endpoint_exists():

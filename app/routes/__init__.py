@@ -4,6 +4,7 @@
 def register_blueprints(app):
     from . import (admin, auth, client_documents, dashboard, health, people, public, requests,
                    review)
+    from . import conference_entry, scheduling
 
     app.register_blueprint(public.bp)
     app.register_blueprint(health.bp)
@@ -14,3 +15,9 @@ def register_blueprints(app):
     app.register_blueprint(admin.bp)
     app.register_blueprint(client_documents.bp)
     app.register_blueprint(review.bp)
+    app.register_blueprint(scheduling.bp)
+    app.register_blueprint(conference_entry.bp)
+    from . import conference_call, console
+
+    app.register_blueprint(conference_call.bp)
+    app.register_blueprint(console.bp)

@@ -8,7 +8,7 @@ from ..auth import staff_blueprint_guard
 from ..extensions import db
 from ..forms import PersonForm, SearchPersonForm, StartRemoteIssuanceForm, choices
 from ..models import Person, Product
-from ..services import people, requests as request_service
+from ..services import people, requests as request_service, scheduling
 from ..services.audit import staff_actor
 
 bp = Blueprint("people", __name__, url_prefix="/pessoas")
@@ -111,14 +111,22 @@ def start_remote(person_id):
             cert_request = request_service.open_request(
                 product=product, holder=person, company=company, origin="agent",
                 created_by=current_user, actor=staff_actor(current_user))
-        except request_service.RequestError as exc:
+            if not product.needs_documents:
+                # e-Notariado: the room opens at once ("Copiar link de acesso").
+                scheduling.open_instant_room(cert_request, current_user)
+        except (request_service.RequestError, scheduling.SchedulingError) as exc:
             db.session.rollback()
             flash(exc.message, "error")
             return render_template("people/start_remote.html", person=person, form=form,
                                    products=products), 409
         db.session.commit()
-        flash(_l("Solicitação %(protocol)s criada. O cliente recebeu o e-mail para importar os "
-                 "documentos.", protocol=cert_request.protocol), "success")
+        if product.needs_documents:
+            flash(_l("Solicitação %(protocol)s criada. O cliente recebeu o e-mail para importar "
+                     "os documentos.", protocol=cert_request.protocol), "success")
+        else:
+            flash(_l("Solicitação %(protocol)s criada e sala aberta. Copie o link de acesso e "
+                     "envie ao cliente; o código de acesso foi enviado por e-mail.",
+                     protocol=cert_request.protocol), "success")
         return redirect(url_for("requests.detail", request_id=cert_request.id))
     status = 422 if form.errors else 200
     return render_template("people/start_remote.html", person=person, form=form,

@@ -18,7 +18,9 @@ import ssl
 import uuid
 from email.message import EmailMessage as MimeMessage
 from email.utils import formatdate, make_msgid, parseaddr
+from importlib import import_module
 from pathlib import Path
+from typing import NamedTuple
 
 from flask import current_app, render_template
 from sqlalchemy import event
@@ -34,6 +36,39 @@ log = logging.getLogger(__name__)
 def _domain() -> str:
     addr = parseaddr(current_app.config["MAIL_FROM"])[1]
     return addr.rpartition("@")[2] or "localhost"
+
+
+def sender_address() -> str:
+    return parseaddr(current_app.config["MAIL_FROM"])[1] or "nao-responda@localhost"
+
+
+def sender_domain() -> str:
+    return _domain()
+
+
+class Attachment(NamedTuple):
+    filename: str
+    content: str  # text attachments only, so far (an .ics)
+    subtype: str  # text/<subtype>
+    params: dict | None = None
+
+
+# Email kinds whose message is completed only when it is sent: the function (dotted path)
+# gets the record and returns (body_text, body_html, attachments). The record then keeps no
+# secret meant for the recipient alone (a videoconference's access code) and no bulky part.
+# The function must give the same result on every retry.
+COMPLETERS = {
+    "conference_scheduled": "app.services.scheduling.complete_email",
+    "conference_instant": "app.services.scheduling.complete_email",
+}
+
+
+def _complete(message: EmailMessage):
+    path = COMPLETERS.get(message.kind)
+    if path is None:
+        return message.body_text, message.body_html, []
+    module, _, name = path.rpartition(".")
+    return getattr(import_module(module), name)(message)
 
 
 def queue_email(kind: str, to: str, subject: str, template: str, *, cert_request=None,
@@ -104,8 +139,12 @@ def build_mime(message: EmailMessage) -> MimeMessage:
     mime["Subject"] = message.subject
     mime["Message-ID"] = message.message_id
     mime["Date"] = formatdate(message.created_at.timestamp(), localtime=False)
-    mime.set_content(message.body_text)
-    mime.add_alternative(message.body_html, subtype="html")
+    body_text, body_html, attachments = _complete(message)
+    mime.set_content(body_text)
+    mime.add_alternative(body_html, subtype="html")
+    for attachment in attachments:
+        mime.add_attachment(attachment.content, subtype=attachment.subtype,
+                            filename=attachment.filename, params=attachment.params or {})
     return mime
 
 

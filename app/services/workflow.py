@@ -32,7 +32,8 @@ TRANSITIONS = {
     "documents_approved": ("scheduled", *_ENDS),
     # A no-show goes back to scheduling.
     "scheduled": ("in_conference", "documents_approved", *_ENDS),
-    "in_conference": ("conference_done", "documents_approved", "cancelled"),
+    # A room ended without the client: back to scheduling (e-Notariado: to a new room).
+    "in_conference": ("conference_done", "documents_approved", "requested", "cancelled"),
     # A verifier's return lands in conference_done; the agent may redo the call.
     "conference_done": ("second_check", "approved", "documents_approved", "cancelled"),
     "second_check": ("approved", "conference_done", "cancelled"),

@@ -26,9 +26,8 @@ def periodic_jobs(cfg) -> list[tuple[str, int]]:
     return [
         ("app.jobs.email.sweep_unsent_emails", cfg["EMAIL_SWEEP_SECONDS"]),
         ("app.jobs.maintenance.remind_and_expire", cfg["REMIND_AND_EXPIRE_SECONDS"]),
-        ("app.jobs.conference.mark_no_shows",
-         int(cfg.get("CONFERENCE_NO_SHOW_SECONDS")
-             or os.environ.get("CONFERENCE_NO_SHOW_SECONDS", 60))),
+        ("app.jobs.conference.mark_no_shows", cfg["CONFERENCE_NO_SHOW_SECONDS"]),
+        ("app.jobs.recording.sweep_unprocessed_recordings", cfg["RECORDING_SWEEP_SECONDS"]),
     ]
 
 

@@ -53,6 +53,9 @@ class Config:
     EMAIL_SWEEP_SECONDS = _int("EMAIL_SWEEP_SECONDS", 60)
     EMAIL_SWEEP_MIN_AGE_SECONDS = _int("EMAIL_SWEEP_MIN_AGE_SECONDS", 60)
     REMIND_AND_EXPIRE_SECONDS = _int("REMIND_AND_EXPIRE_SECONDS", 15 * 60)
+    CONFERENCE_NO_SHOW_SECONDS = _int("CONFERENCE_NO_SHOW_SECONDS", 60)
+    # Recordings whose processing job was lost (Redis down at the commit) are enqueued again.
+    RECORDING_SWEEP_SECONDS = _int("RECORDING_SWEEP_SECONDS", 5 * 60)
 
     # Staff sessions and login protection.
     PERMANENT_SESSION_LIFETIME = timedelta(minutes=_int("STAFF_IDLE_MINUTES", 30))

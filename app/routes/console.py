@@ -44,7 +44,10 @@ def room(conference_id):
     """The room as the agent sees it; the call starts with "Iniciar conferência"."""
     conference = _get(conference_id)
     ice = json.loads(current_app.config["ICE_SERVERS"] or "[]")
+    from ..services import scheduling
+
     return render_template("conference/console.html", access_url=_access_url(conference),
+                           access_code=scheduling.access_code(conference),
                            ice_servers=ice, **_panel_context(conference))
 
 

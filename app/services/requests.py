@@ -149,6 +149,9 @@ def cancel_request(cert_request, reason: str, actor=None):
     if not reason or not reason.strip():
         raise RequestError(_l("Informe o motivo do cancelamento."))
     workflow.transition(cert_request, "cancelled", actor=actor, reason=reason.strip())
+    from . import scheduling
+
+    scheduling.retire_live_rooms(cert_request, actor, reason.strip())
     for link in cert_request.links:
         if link.revoked_at is None:
             link.revoked_at = utcnow()

@@ -168,7 +168,7 @@ def _forward(ws, message, role, state):
         if kind == "replaced" and data.get("role") == role and state["conn"] in data.get("conns", ()):
             state["replaced"] = True
             state["closed"] = True
-            return _send(ws, type="event", event="replaced")
+            return _send(ws, type="event", event="superseded")
         if kind == "replaced" and data.get("role") == role:
             return  # our own reconnection replaced our previous connection
         if role == "client" and kind not in CLIENT_EVENTS:

@@ -10,6 +10,7 @@ gap over 1 s; the still and the photo are 1280×720 and show the client's camera
 is nowhere but as a hash.
 """
 import io
+import re
 import json
 import os
 import secrets
@@ -285,3 +286,103 @@ def test_recorded_call_between_two_browsers(live_server, start_worker, media_pro
             assert all(PASSWORD.encode() not in v for v in redis.hgetall(key).values())
     for log in (live_server.output(), worker.output(), media.output()):
         assert PASSWORD not in log
+
+
+def join_from_device_page(page):
+    """The device page → consent → "Iniciar videoconferência" (after a reload or in a new tab)."""
+    from playwright.sync_api import expect
+
+    page.goto("/conferencia/dispositivos")
+    page.wait_for_function("() => document.querySelector('#preview').videoWidth > 0")
+    page.get_by_label("Estou ciente do processo de identificação", exact=False).check()
+    page.get_by_role("button", name="Iniciar videoconferência").tap()
+    page.wait_for_function("() => document.querySelector('#remote').videoWidth > 0", timeout=45_000)
+
+
+def test_call_survives_reload_second_tab_agent_leaving_and_media_killed(
+        live_server, start_worker, media_process, call_browsers, db, factory, app, mailbox):
+    """The client reloads, opens a second tab; the agent leaves ("Sair") and comes back; the
+    media process is killed with SIGKILL mid-recording and started again (as the launcher
+    does): the browsers reconnect by themselves, the agent is told, the recording is kept but
+    for the segment in progress and marked incomplete."""
+    from playwright.sync_api import expect
+
+    from app.models import Conference, ConferenceConnection, RecordingSegment
+    from app.services.recording import recordings_root
+
+    agent = factory.staff(roles=("agent",), email="agente@ar-teste.example", name="Ana Agente")
+    conference = scheduled_room(db, factory, agent)
+    url = conference_url(conference)
+    start_worker(PUBLIC_URL=live_server.url)
+    env = dict(REDIS_URL=app.config["REDIS_URL"], RECORDINGS_ROOT=str(recordings_root(app.config)))
+    media = media_process(**env)
+    phone, desk = call_browsers
+
+    login(desk, agent.email)
+    desk.goto(f"/conferencias/{conference.id}")
+    desk.get_by_role("button", name="Entrar na conferência").click()
+    desk.get_by_role("button", name="Iniciar conferência").click()
+    client_enters(phone, conference, url)
+    join_from_device_page(phone)
+    desk.wait_for_function("() => document.querySelector('#remote').videoWidth > 0", timeout=30_000)
+    desk.get_by_role("button", name="Iniciar gravação").click()
+    expect(desk.get_by_text("Gravando desde")).to_be_visible()
+    time.sleep(3)
+
+    # The client's page is reloaded mid-call: same room, a new connection.
+    phone.reload()
+    join_from_device_page(phone)
+    expect(desk.locator("#call-status")).to_have_text("Cliente na sala.", timeout=30_000)
+
+    # A second tab takes over; the first says so.
+    second = phone.context.new_page()
+    from tests.support.browser import _watch
+    _watch(second)
+    join_from_device_page(second)
+    expect(phone.get_by_role("heading", name="Videoconferência aberta em outra tela")).to_be_visible()
+
+    # "Sair": the agent leaves (confirmed), the recording goes on; the agent comes back.
+    desk.get_by_role("button", name="Desligar").click()
+    desk.get_by_role("dialog").get_by_role("button", name="Sair").click()
+    desk.locator("#confirm-leave").click()
+    expect(desk.get_by_role("heading", name=re.compile("Protocolo"))).to_be_visible()
+    desk.goto(f"/conferencias/{conference.id}")
+    expect(desk.get_by_text("Gravando desde")).to_be_visible()
+    desk.get_by_role("button", name="Entrar na conferência").click()
+    desk.wait_for_function("() => document.querySelector('#remote').videoWidth > 0", timeout=30_000)
+    time.sleep(3)
+
+    # The media process dies; a new one starts; both browsers reconnect on their own.
+    media.kill()
+    media_process(**env)
+    expect(desk.locator("#call-status")).to_contain_text("servidor de vídeo foi reiniciado",
+                                                         timeout=60_000)
+    expect(desk.locator("#call-status")).to_have_text("Cliente na sala.", timeout=60_000)
+    second.wait_for_function("() => document.querySelector('#remote').videoWidth > 0")
+    time.sleep(4)
+
+    desk.get_by_role("button", name="Desligar").click()
+    desk.get_by_role("dialog").get_by_role("button", name="Encerrar conferência").click()
+    desk.locator("#confirm-end").click()
+    expect(second.get_by_role("heading", name="Videoconferência encerrada")).to_be_visible()
+    expect(desk.get_by_text("concluído")).to_be_visible(timeout=120_000)
+    expect(desk.get_by_text("Gravação incompleta")).to_be_visible()
+
+    db.session.expire_all()
+    conference = db.session.get(Conference, conference.id)
+    assert conference.recording_incomplete and conference.recording_state == "done"
+    connections = db.session.execute(select(ConferenceConnection).where(
+        ConferenceConnection.role == "client")).scalars().all()
+    assert len(connections) >= 4  # first, reload, second tab, after the media restart
+    assert "replaced" in {c.end_reason for c in connections}
+    segments = db.session.execute(select(RecordingSegment)).scalars().all()
+    series = {(s.role, s.conn_id) for s in segments}
+    # Before and after the media process died, for both sides.
+    assert len({c for r, c in series if r == "client"}) >= 2
+    assert len({c for r, c in series if r == "agent"}) >= 2
+    # What was closed before the kill is kept; only segments in progress were lost.
+    root = recordings_root(app.config) / str(conference.id)
+    leftovers = list(root.glob("*/*.part"))
+    assert leftovers, "the segments in progress at the kill are left as .part"
+    for s in segments:
+        assert (recordings_root(app.config) / s.path).is_file()

@@ -84,6 +84,9 @@
       case "ended":
         location.reload();
         return;
+      case "superseded":
+        status(text("superseded"));
+        return;
       default:
         break;
     }

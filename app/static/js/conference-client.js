@@ -189,7 +189,7 @@
       case "ended":
         finish("ended-view");
         break;
-      case "replaced":
+      case "superseded":
         finish("replaced-view");
         break;
       default:

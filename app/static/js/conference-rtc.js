@@ -140,7 +140,8 @@
         this.renegotiateLater();
       } else if (message.type === "event") {
         if (message.event === "media_lost") this.renegotiateLater();
-        if (message.event === "replaced" || message.event === "ended") this.close(false);
+        // This page's connection was taken over by a newer one (another tab, a reload).
+        if (message.event === "superseded" || message.event === "ended") this.close(false);
         if (this.options.onEvent) this.options.onEvent(message);
       }
     }

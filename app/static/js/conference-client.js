@@ -170,7 +170,7 @@
         if (message.kind === "face") takeFace(message.capture); else takeStill(message.capture);
         break;
       case "face_decided":
-        if (message.accepted) $("face-guide").hidden = true;
+        if (message.accepted) showGuide(false);
         break;
       case "password_requested":
         openPassword();
@@ -253,10 +253,15 @@
     note.hidden = true;
   }
 
+  function showGuide(on) {
+    $("face-guide").hidden = !on;
+    document.querySelector("#call-view .stage").classList.toggle("framing", on);
+    if (on) $("face-guide").scrollIntoView({ block: "center" });
+  }
+
   async function takeFace(captureId) {
-    const guide = $("face-guide");
     const countdown = $("face-countdown");
-    guide.hidden = false;
+    showGuide(true);
     for (let n = 3; n > 0; n--) {
       countdown.textContent = String(n);
       await new Promise((r) => setTimeout(r, 1000));

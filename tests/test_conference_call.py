@@ -10,6 +10,7 @@ from sqlalchemy import select, text
 
 from app.models import (AuditEvent, Conference, ConferenceCapture, ConferenceConsent, utcnow)
 from tests.support.documents import jpeg, pdf
+from tests.support.media import media_process  # noqa: F401 (fixture)
 
 PASSWORD = "Senha2026ok"
 
@@ -238,3 +239,28 @@ def test_room_events_are_published_after_commit(db, app, agent, room):
             import json
             seen.append(json.loads(message["data"])["type"])
     assert seen == ["started", "capture_requested"]
+
+
+def test_full_media_process_and_full_disk_are_told_to_the_agent(db, app, agent, room,
+                                                                 media_process):
+    """A media process at capacity refuses a new call, and a disk below the free-space setting
+    refuses to record: the agent reads why, nothing is marked as recording."""
+    from app.services import audit, conference as conference_service
+
+    full = media_process(REDIS_URL=app.config["REDIS_URL"], MEDIA_CAPACITY="0")
+    started(db, room, agent)
+    connection = conference_service.open_connection(room, "agent", staff=agent)
+    db.session.commit()
+    with pytest.raises(conference_service.ConferenceError) as refused:
+        conference_service.join_media(room, connection, "v=0\r\n")
+    assert "todas as salas ocupadas" in str(refused.value.message)
+    full.stop()
+    media_process(REDIS_URL=app.config["REDIS_URL"], RECORDING_MIN_FREE_MB=str(10**9))
+    with pytest.raises(conference_service.ConferenceError) as disk:
+        conference_service.start_recording(room, actor=audit.staff_actor(agent))
+    assert "Não há espaço livre em disco para gravar" in str(disk.value.message)
+    db.session.commit()  # the refusal is audited
+    assert room.recording_state == "none"
+    refusals = db.session.execute(select(AuditEvent).where(
+        AuditEvent.action == "recording.refused")).scalars().all()
+    assert len(refusals) == 1 and "disk" in str(refusals[0].details)

@@ -386,3 +386,29 @@ def test_call_survives_reload_second_tab_agent_leaving_and_media_killed(
     assert leftovers, "the segments in progress at the kill are left as .part"
     for s in segments:
         assert (recordings_root(app.config) / s.path).is_file()
+
+
+@pytest.mark.parametrize("granted, help_text", [
+    (False, "O acesso à câmera e ao microfone foi negado"),
+    (True, "Nenhuma câmera ou microfone foi encontrado"),
+])
+def test_device_page_explains_a_refused_permission_and_a_missing_camera(
+        live_server, browser, playwright, db, factory, mailbox, granted, help_text):
+    """Plain Chromium has no camera: with the permission refused the page says how to allow
+    it; with the permission given it says no camera was found. The call cannot start."""
+    from playwright.sync_api import expect
+
+    agent = factory.staff(roles=("agent",), email="agente@ar-teste.example", name="Ana Agente")
+    conference = scheduled_room(db, factory, agent)
+    context = browser.new_context(**playwright.devices["Pixel 7"], locale="pt-BR",
+                                  base_url=live_server.url)
+    if granted:
+        context.grant_permissions(["camera", "microphone"], origin=live_server.url)
+    page = _page_in(context)
+    try:
+        client_enters(page, conference, conference_url(conference))
+        expect(page.get_by_role("alert").filter(has_text=help_text)).to_be_visible()
+        expect(page.get_by_role("button", name="Iniciar videoconferência")).to_be_disabled()
+        assert_accessible(page, "device help")
+    finally:
+        _close_checking_errors(context)

@@ -155,6 +155,17 @@ def _handle(ws, raw, conference_id, role, staff_id, admit, ip, user_agent, state
             state["conn"] = None
         return _send(ws, type="error", message=str(exc.message))
     _send(ws, type="answer", sdp=answer, conn=conn_id)
+    # Who is already in the room (their "connected" event went out before we joined).
+    other = "agent" if role == "client" else "client"
+
+    def present():
+        conference = db.session.get(Conference, conference_id)
+        current = conference_service.current_connection(conference, other)
+        return current.conn_id if current is not None else None
+
+    other_conn = _unit(present)
+    if other_conn:
+        _send(ws, type="event", event="peer", role=other, state="connected", conn=other_conn)
 
 
 def _forward(ws, message, role, state):
@@ -183,7 +194,7 @@ def _forward(ws, message, role, state):
                 _send(ws, type="event", event="media_state", state=data.get("state"))
             return
         return _send(ws, type="event", event="peer", role=data.get("role"),
-                     state=data.get("state"))
+                     state=data.get("state"), conn=data.get("conn"))
     if event == "recording_error" and role == "agent":
         return _send(ws, type="event", event="recording_error", error=data.get("error"),
                      free_mb=data.get("free_mb"))

@@ -61,3 +61,30 @@ def test_client_enters_the_code_and_reads_the_instructions_on_a_phone(
     assert_accessible(page, "instructions 2")
     expect(page.get_by_role("link", name="Prosseguir")).to_have_attribute(
         "href", "/conferencia/dispositivos")
+
+
+def test_agent_schedules_the_call_on_the_request_page(live_server, desktop, db, factory, agent,
+                                                      mailbox):
+    """Agent side of "Agendamento da Vídeo Conferência": the e-CPF reminder, date and time in
+    the office's zone, then the room's link to copy and "Entrar na conferência"."""
+    from datetime import timedelta
+
+    from app.models import utcnow
+    from tests.test_browser_documents import login
+
+    cert_request = approved(db, factory.request(agent=agent))
+    page = desktop
+    login(page, agent.email)
+    page.goto(f"/solicitacoes/{cert_request.id}")
+    section = page.locator("#videoconferencia")
+    expect(section.get_by_text("CEI/CNO/CAEPF")).to_be_visible()
+    day = (utcnow() + timedelta(days=2)).strftime("%Y-%m-%d")
+    section.get_by_label("Data").fill(day)
+    section.get_by_label("Horário").fill("14:30")
+    section.get_by_role("button", name="Agendar videoconferência").click()
+    expect(section.get_by_text("agendada")).to_be_visible()
+    expect(section.get_by_role("button", name="Copiar link de acesso")).to_be_visible()
+    expect(section.get_by_role("link", name="Entrar na conferência")).to_be_visible()
+    assert_accessible(page, "request page with the room")
+    screenshot(page, "36-agent-schedule.png")
+    assert len(mailbox.messages("conference_scheduled")) == 1

@@ -453,6 +453,9 @@ def office_data(app, factory, mailbox):
     cancelled = factory.request(person=person, product_code="ecpf-a3")
     request_service.cancel_request(cancelled, "Cliente desistiu")
     closure = admin_service.add_closure(date(2031, 1, 2), "Recesso do escritório")
+    from app.services import scheduling
+    room = scheduling.open_instant_room(
+        factory.request(person=person, product_code="enotariado", agent=admin), admin)
     db.session.commit()
     email = db.session.execute(select(EmailMessage).order_by(EmailMessage.id)).scalars().first()
     link = links.current_link(cert_request, "documents")
@@ -463,7 +466,9 @@ def office_data(app, factory, mailbox):
                        "email_id": email.id, "closure_id": closure.id,
                        "token": links.token_for(link),
                        # Pages of uploaded documents (files, or a 404 page without one).
-                       "step": 1, "page_id": 1, "variant": "web", "index": 0},
+                       "step": 1, "page_id": 1, "variant": "web", "index": 0,
+                       # The call's console (a room just opened; no capture yet).
+                       "conference_id": room.id, "capture_id": 1},
     }
 
 

@@ -12,6 +12,8 @@
   let stream = null;
   let call = null;
   let sharing = null;
+  let clientPresent = false;
+  let otherConn = null;
 
   function status(value) { $("call-status").textContent = value; }
   function refreshPanel() { document.body.dispatchEvent(new Event("refresh-panel")); }
@@ -54,7 +56,10 @@
         if (remote.srcObject !== remoteStream) remote.srcObject = remoteStream;
         remote.play().catch(() => {});
       },
-      onStatus: (value) => status(text("status" + value[0].toUpperCase() + value.slice(1))),
+      onStatus: (value) => {
+        if (value === "connected" && clientPresent) status(text("clientIn"));
+        else status(text("status" + value[0].toUpperCase() + value.slice(1)));
+      },
       onError: (message) => status(message),
       onEvent,
     });
@@ -65,11 +70,15 @@
     switch (message.event) {
       case "peer":
         if (message.role === "client") {
-          status(message.state === "connected" ? text("clientIn") : text("clientOut"));
+          // A closed connection that is not the current one (a rejoin replaced it) says nothing.
+          if (message.state !== "connected" && message.conn && message.conn !== otherConn) break;
+          if (message.state === "connected") otherConn = message.conn;
+          clientPresent = message.state === "connected";
+          status(clientPresent ? text("clientIn") : text("clientOut"));
         }
         break;
       case "left":
-        if (message.role === "client") status(text("clientOut"));
+        if (message.role === "client") { clientPresent = false; status(text("clientOut")); }
         break;
       case "replaced":
         if (message.role === "client") status(text("clientReplaced"));

@@ -18,6 +18,8 @@
   let call = null;
   let meter = null;
   let facing = "user";
+  let agentPresent = false;
+  let otherConn = null;
 
   function showHelp(kind) {
     help.hidden = !kind;
@@ -157,7 +159,10 @@
         if (remote.srcObject !== remoteStream) remote.srcObject = remoteStream;
         remote.play().catch(() => {});
       },
-      onStatus: (value) => status(root.dataset["status" + value[0].toUpperCase() + value.slice(1)] || ""),
+      onStatus: (value) => {
+        if (value === "connected" && agentPresent) status(root.dataset.agentIn);
+        else status(root.dataset["status" + value[0].toUpperCase() + value.slice(1)] || "");
+      },
       onError: (text) => status(text),
       onEvent: onEvent,
     });
@@ -180,11 +185,17 @@
         break;
       case "peer":
         if (message.role === "agent") {
-          status(message.state === "connected" ? root.dataset.agentIn : root.dataset.agentOut);
+          // A closed connection that is not the current one (a rejoin replaced it) says nothing.
+          if (message.state !== "connected" && message.conn && message.conn !== otherConn) break;
+          if (message.state === "connected") otherConn = message.conn;
+          agentPresent = message.state === "connected";
+          status(agentPresent ? root.dataset.agentIn : root.dataset.agentOut);
         }
         break;
       case "media_state":
-        if (message.state === "connected") status(root.dataset.statusConnected);
+        if (message.state === "connected") {
+          status(agentPresent ? root.dataset.agentIn : root.dataset.statusConnected);
+        }
         break;
       case "ended":
         finish("ended-view");

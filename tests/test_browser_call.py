@@ -191,6 +191,16 @@ def test_recorded_call_between_two_browsers(live_server, start_worker, media_pro
     assert PASSWORD not in desk.content()
     screenshot(desk, "35-agent-console.png")
 
+    # The agent shares the screen for a moment, then goes back to the camera; the client
+    # switches camera ("Trocar câmera"): the call goes on.
+    desk.get_by_role("button", name="Compartilhar tela").click()
+    expect(desk.get_by_role("button", name="Compartilhar tela")).to_have_attribute("aria-pressed", "true")
+    desk.get_by_role("button", name="Compartilhar tela").click()
+    expect(desk.get_by_role("button", name="Compartilhar tela")).to_have_attribute("aria-pressed", "false")
+    phone.get_by_role("button", name="Trocar câmera").tap()
+    phone.wait_for_function("() => document.querySelector('#local').srcObject"
+                            ".getVideoTracks()[0].readyState === 'live'")
+
     # Keep the call going for about 12 s of recording, then end it (confirmed twice).
     while time.monotonic() - call_started < 12:
         time.sleep(0.5)
@@ -200,6 +210,13 @@ def test_recorded_call_between_two_browsers(live_server, start_worker, media_pro
     expect(desk.get_by_text("processando").or_(desk.get_by_text("concluído"))).to_be_visible()
     expect(phone.get_by_role("heading", name="Videoconferência encerrada")).to_be_visible()
     expect(desk.get_by_text("concluído")).to_be_visible(timeout=120_000)
+
+    # The player can seek (Range) and the agent can download it; downloads are audited.
+    part = desk.request.get(f"/conferencias/{conference.id}/gravacao/arquivo",
+                            headers={"Range": "bytes=0-999"})
+    assert part.status == 206 and len(part.body()) == 1000
+    download = desk.request.get(f"/conferencias/{conference.id}/gravacao/arquivo?baixar=1")
+    assert download.status == 200 and "attachment" in download.headers["content-disposition"]
 
     db.session.expire_all()
     conference = db.session.get(Conference, conference.id)

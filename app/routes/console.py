@@ -191,7 +191,10 @@ def recording_thumbnail(conference_id):
 def _send(sha256, mime, name, as_attachment=False, conditional=False):
     storage = get_storage()
     response = send_file(storage.open(sha256), mimetype=mime, as_attachment=as_attachment,
-                         download_name=name, max_age=0, conditional=conditional, etag=sha256)
+                         download_name=name, max_age=0, conditional=False, etag=sha256)
+    if conditional:  # Range requests, so the player can seek
+        response = response.make_conditional(request, accept_ranges=True,
+                                             complete_length=storage.size(sha256))
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "private, no-store"
     return response

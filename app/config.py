@@ -28,7 +28,9 @@ class Config:
     SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL") or (
         f"sqlite:///{INSTANCE_DIR / 'videoar.db'}"
     )
-    # As many pooled connections as a web process has threads (launcher: 8).
+    # Pooled connections per web process (plus SQLAlchemy's overflow of 10). The launcher runs 24
+    # threads per process because each call holds two of them (the WebSockets), which take a
+    # connection only for each short transaction.
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "pool_size": _int("DB_POOL_SIZE", 10)}
     REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     RQ_QUEUES = ["default", "email"]

@@ -123,7 +123,7 @@ def main():
     py = str(VENV_BIN / "python")
     sup.add("web", [str(VENV_BIN / "gunicorn"), "--bind", f"{host}:{port}", "--worker-class",
                     "gthread", "--workers", os.environ.get("WEB_WORKERS", "2"), "--threads",
-                    os.environ.get("WEB_THREADS", "8"), "--timeout", "120",
+                    os.environ.get("WEB_THREADS", "24"), "--timeout", "120",
                     "--access-logfile", "-", "wsgi:app"])
     sup.add("worker", [py, "worker.py"])
     sup.add("media", [py, "-m", "app.media"])

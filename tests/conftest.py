@@ -34,7 +34,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         callspec = getattr(item, "callspec", None)
         backend = callspec.params.get("database") if callspec else None
-        if item.get_closest_marker("browser") and backend not in (None, BROWSER_BACKEND):
+        one_db = item.get_closest_marker("browser") or item.get_closest_marker("one_database")
+        if one_db and backend not in (None, BROWSER_BACKEND):
             drop.append(item)
         else:
             keep.append(item)

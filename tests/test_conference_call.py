@@ -241,6 +241,7 @@ def test_room_events_are_published_after_commit(db, app, agent, room):
     assert seen == ["started", "capture_requested"]
 
 
+@pytest.mark.one_database
 def test_full_media_process_and_full_disk_are_told_to_the_agent(db, app, agent, room,
                                                                  media_process):
     """A media process at capacity refuses a new call, and a disk below the free-space setting

@@ -235,6 +235,7 @@ def _read_output(f):
     return pictures, samples, duration, info
 
 
+@pytest.mark.one_database  # the rendering is the same whatever the database
 def test_process_makes_one_side_by_side_file(app, db, factory, call_720p):
     conference = _conference(app, db, factory, call_720p, CALL_SECONDS)
     recording.ingest_segments(conference)
@@ -364,6 +365,7 @@ def test_worker_processes_the_recording(app, db, factory, call_small, start_work
 
 
 @pytest.mark.slow
+@pytest.mark.one_database
 def test_work_horse_killed_while_processing(app, db, factory, call_small, start_worker):
     """SIGKILL on the work-horse in the middle of processing: RQ runs the job again, which
     starts over (the half-written file is discarded) and finishes."""

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from app.models import Conference, ConferenceConnection, utcnow
 from tests.conftest import STAFF_PASSWORD
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_database]
 
 
 @pytest.fixture

@@ -66,12 +66,14 @@ class Supervisor:
         self.restarts = {}
         self.stopping = False
 
-    def add(self, name, argv):
-        self.specs[name] = argv
+    def add(self, name, argv, env=None):
+        self.specs[name] = (argv, env)
         self._start(name)
 
     def _start(self, name):
-        self.procs[name] = subprocess.Popen(self.specs[name], cwd=ROOT, start_new_session=True)
+        argv, env = self.specs[name]
+        self.procs[name] = subprocess.Popen(argv, cwd=ROOT, start_new_session=True,
+                                            env={**os.environ, **(env or {})})
 
     def watch(self):
         while not self.stopping:
@@ -126,7 +128,12 @@ def main():
                     os.environ.get("WEB_THREADS", "24"), "--timeout", "120",
                     "--access-logfile", "-", "wsgi:app"])
     sup.add("worker", [py, "worker.py"])
-    sup.add("media", [py, "-m", "app.media"])
+    # Media processes: each is one event loop (about one core at most) taking MEDIA_CAPACITY
+    # calls; web places each new room on the least busy one (docs/media-design.md).
+    health_port = int(os.environ.get("MEDIA_HEALTH_PORT", "5001"))
+    for i in range(int(os.environ.get("MEDIA_PROCESSES", "2"))):
+        sup.add(f"media-{i + 1}", [py, "-m", "app.media"],
+                env={"MEDIA_HEALTH_PORT": str(health_port + i)})
     say(f"VideoAR is running: {os.environ['PUBLIC_URL']}  (staff login: "
         f"{os.environ['PUBLIC_URL']}/equipe/entrar). Ctrl-C stops everything.")
     for line in setup_output.splitlines():

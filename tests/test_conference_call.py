@@ -11,6 +11,7 @@ from sqlalchemy import select, text
 from app.models import (AuditEvent, Conference, ConferenceCapture, ConferenceConsent, utcnow)
 from tests.support.documents import jpeg, pdf
 from tests.support.media import media_process  # noqa: F401 (fixture)
+from tests.support.processes import wait_until
 
 PASSWORD = "Senha2026ok"
 
@@ -265,3 +266,53 @@ def test_full_media_process_and_full_disk_are_told_to_the_agent(db, app, agent, 
     refusals = db.session.execute(select(AuditEvent).where(
         AuditEvent.action == "recording.refused")).scalars().all()
     assert len(refusals) == 1 and "disk" in str(refusals[0].details)
+
+
+@pytest.mark.one_database
+def test_rooms_are_placed_on_the_least_busy_media_process(db, app, factory, agent, room,
+                                                           media_process):
+    """With two media processes, two rooms land on different ones, each room's commands go to
+    its own, and a room whose process died moves to a live one (recording marked incomplete)."""
+    from app.services import conference as conference_service
+
+    env = dict(REDIS_URL=app.config["REDIS_URL"], MEDIA_CAPACITY="1")
+    first, second = media_process(**env), media_process(**env)
+    person = factory.person(cpf="39053344705", email="joao@cliente.example")
+    cert_request = factory.request(person=person, product_code="enotariado", agent=agent)
+    other_room = Conference(request=cert_request, kind="instant", state="open",
+                            opens_at=utcnow(), code_nonce=secrets.token_hex(16), agent=agent)
+    db.session.add(other_room)
+    placed = {conference_service.place(room), conference_service.place(other_room)}
+    db.session.commit()
+    assert placed == {first.ident, second.ident}
+    for conference in (room, other_room):
+        reply = conference_service.media_call("status", node=conference.media_node,
+                                              room=str(conference.id))
+        assert reply["ok"]
+    # A third room finds both processes full.
+    third_request = factory.request(person=factory.person(cpf="11144477735",
+                                                          email="ana@cliente.example"),
+                                    product_code="enotariado", agent=agent)
+    third = Conference(request=third_request, kind="instant", state="open", opens_at=utcnow(),
+                       code_nonce=secrets.token_hex(16), agent=agent)
+    db.session.add(third)
+    with pytest.raises(conference_service.ConferenceError) as full:
+        conference_service.place(third)
+    assert "todas as salas ocupadas" in str(full.value.message)
+    db.session.rollback()
+    # The process holding `room` dies while it records: the room moves, marked incomplete.
+    holder = first if room.media_node == first.ident else second
+    room.recording_state = "recording"
+    db.session.commit()
+    holder.kill()
+    from app.jobs import redis_connection
+    from app.media import NODE_PREFIX
+    redis_connection().delete(NODE_PREFIX + holder.ident)  # as when its heartbeat expires
+    survivor = second if holder is first else first
+    # The survivor is full with `other_room` until that one ends.
+    conference_service.media_call("end", node=survivor.ident, room=str(other_room.id))
+    wait_until(lambda: survivor.heartbeat() and survivor.heartbeat()["calls"] == 0, 15)
+    redis_connection().delete(f"videoar:media:placed:{survivor.ident}")  # 10 s later
+    assert conference_service.place(room) == survivor.ident
+    db.session.commit()
+    assert room.recording_incomplete

@@ -18,7 +18,6 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import event, select
 
 from ..extensions import db
-from ..media import HEARTBEAT_KEY
 from ..models import (Conference, ConferenceCapture, ConferenceConnection, ConferenceConsent,
                       StoredFile, utcnow)
 from . import ServiceError, audit, workflow
@@ -80,19 +79,25 @@ def _drop_after_rollback(session):
 
 # --- the media process --------------------------------------------------------------------
 
-def media_heartbeat(connection=None) -> dict | None:
-    connection = connection or _redis()
-    raw = connection.get(HEARTBEAT_KEY)
+def node_heartbeat(ident: str | None, connection=None) -> dict | None:
+    """The heartbeat of one media process, None when it is gone (or `ident` is None)."""
+    if not ident:
+        return None
+    from ..media import NODE_PREFIX
+
+    raw = (connection or _redis()).get(NODE_PREFIX + ident)
     return json.loads(raw) if raw else None
 
 
-def media_call(op: str, timeout: float | None = None, **payload) -> dict:
-    """A command to the media process; raises ConferenceError when it does not answer."""
+def media_call(op: str, timeout: float | None = None, node: str | None = None,
+               **payload) -> dict:
+    """A command to a media process (`node`, or any); raises ConferenceError when it does not
+    answer."""
     from ..media.client import call
 
     timeout = timeout or current_app.config["MEDIA_TIMEOUT"]
     try:
-        reply = call(_redis(), op, timeout=timeout, **payload)
+        reply = call(_redis(), op, timeout=timeout, node=node, **payload)
     except Exception as exc:
         log.warning("media %s failed: %s", op, exc)
         reply = None
@@ -100,6 +105,38 @@ def media_call(op: str, timeout: float | None = None, **payload) -> dict:
         raise ConferenceError(_l("O servidor de vídeo não respondeu. Tente novamente em "
                                  "alguns segundos; se continuar, avise o suporte."))
     return reply
+
+
+def place(conference) -> str:
+    """The media process for this room: the one holding it while it lives; otherwise the live
+    one with the most free capacity (a process that died or restarted lost the room: the
+    recording is marked incomplete). Raises ConferenceError when none can take it."""
+    from ..media.client import nodes
+
+    connection = _redis()
+    if node_heartbeat(conference.media_node, connection):
+        return conference.media_node
+    if conference.media_node and conference.recording_state == "recording":
+        _mark_media_lost(conference)
+    live = [n for n in nodes(connection) if n.get("ident")]
+    if not live:
+        raise ConferenceError(_l("O servidor de vídeo não respondeu. Tente novamente em "
+                                 "alguns segundos; se continuar, avise o suporte."))
+    # Rooms placed in the last seconds are not in the heartbeat yet (it comes every 5 s).
+    recent = {n["ident"]: int(connection.get(f"videoar:media:placed:{n['ident']}") or 0)
+              for n in live}
+    load = {n["ident"]: n.get("calls", 0) + recent[n["ident"]] for n in live}
+    free = [n for n in live if load[n["ident"]] < n.get("capacity", 1)]
+    if not free:
+        raise ConferenceError(_media_error({"error": "capacity"}))
+    best = min(free, key=lambda n: (load[n["ident"]] / max(1, n.get("capacity", 1)),
+                                    load[n["ident"]]))["ident"]
+    with connection.pipeline() as pipe:
+        pipe.incr(f"videoar:media:placed:{best}")
+        pipe.expire(f"videoar:media:placed:{best}", 10)
+        pipe.execute()
+    conference.media_node = best
+    return best
 
 
 def record_dir(conference) -> Path:
@@ -170,18 +207,14 @@ def open_connection(conference, role: str, *, staff=None, ip=None, user_agent=No
 
 
 def join_media(conference, connection, sdp: str) -> str:
-    """Hand the browser's offer to the media process; returns the answer's SDP."""
+    """Hand the browser's offer to the room's media process; returns the answer's SDP."""
+    node = place(conference)
     recording = conference.recording_state == "recording"
-    reply = media_call("join", room=str(conference.id), conn=connection.conn_id,
+    reply = media_call("join", node=node, room=str(conference.id), conn=connection.conn_id,
                        role=connection.role, sdp=sdp, type="offer", record=recording,
                        record_dir=str(record_dir(conference)))
     if not reply.get("ok"):
         raise ConferenceError(_media_error(reply))
-    heartbeat = media_heartbeat()
-    if heartbeat and heartbeat.get("ident") and conference.media_node != heartbeat["ident"]:
-        if conference.media_node and conference.recording_state == "recording":
-            _mark_media_lost(conference)
-        conference.media_node = heartbeat["ident"]
     return reply["sdp"]
 
 
@@ -192,9 +225,10 @@ def close_connection(connection, reason: str):
     connection.left_at = utcnow()
     connection.end_reason = reason
     conference = connection.conference
-    if is_live(conference):
+    if is_live(conference) and conference.media_node:
         try:
-            media_call("leave", room=str(conference.id), conn=connection.conn_id)
+            media_call("leave", node=conference.media_node, room=str(conference.id),
+                       conn=connection.conn_id)
         except ConferenceError:
             pass
     audit.record("conference.disconnect", actor=audit.SYSTEM if reason != "left" else None,
@@ -218,9 +252,9 @@ def _mark_media_lost(conference):
 def check_media(conference) -> bool:
     """True when the media process holding the room is alive; marks the recording incomplete
     (once) when it died or restarted mid-call."""
-    heartbeat = media_heartbeat()
-    alive = bool(heartbeat) and (conference.media_node is None
-                                 or heartbeat.get("ident") == conference.media_node)
+    if not conference.media_node:
+        return True
+    alive = node_heartbeat(conference.media_node) is not None
     if not alive and conference.recording_state == "recording":
         _mark_media_lost(conference)
     return alive
@@ -234,7 +268,7 @@ def start_recording(conference, *, actor):
         return conference
     if conference.recording_state != "none":
         raise ConferenceError(_l("A gravação desta videoconferência já foi encerrada."))
-    reply = media_call("record", room=str(conference.id), on=True,
+    reply = media_call("record", node=place(conference), room=str(conference.id), on=True,
                        record_dir=str(record_dir(conference)))
     if not reply.get("ok"):
         audit.record("recording.refused", actor=actor, obj=conference,
@@ -257,7 +291,10 @@ def end(conference, *, actor):
     if not is_live(conference):
         raise ConferenceError(_l("Esta videoconferência já foi encerrada."))
     try:
-        media_call("end", room=str(conference.id))
+        if node_heartbeat(conference.media_node):
+            media_call("end", node=conference.media_node, room=str(conference.id))
+        elif conference.media_node:
+            raise ConferenceError(_l("O servidor de vídeo não respondeu."))
     except ConferenceError:
         # The media process is gone: what it had closed is on disk; the rest is lost.
         if conference.recording_state == "recording":

@@ -20,6 +20,7 @@ from sqlalchemy import event, select
 from ..extensions import db
 from ..models import (Conference, ConferenceCapture, ConferenceConnection, ConferenceConsent,
                       StoredFile, utcnow)
+from ..media import room_channel
 from . import ServiceError, audit, workflow
 
 log = logging.getLogger(__name__)
@@ -33,16 +34,16 @@ CAPTURE_MAX_BYTES = 8 * 1024 * 1024
 _password_hasher = PasswordHasher()
 
 
+MEDIA_DOWN = _l("O servidor de vídeo não respondeu. Tente novamente em alguns segundos; se "
+                "continuar, avise o suporte.")
+
+
 class ConferenceError(ServiceError):
     pass
 
 
 class PasswordRejected(ConferenceError):
     pass
-
-
-def room_channel(conference_id) -> str:
-    return f"videoar:room:{conference_id}"
 
 
 def _redis():
@@ -102,8 +103,7 @@ def media_call(op: str, timeout: float | None = None, node: str | None = None,
         log.warning("media %s failed: %s", op, exc)
         reply = None
     if reply is None:
-        raise ConferenceError(_l("O servidor de vídeo não respondeu. Tente novamente em "
-                                 "alguns segundos; se continuar, avise o suporte."))
+        raise ConferenceError(MEDIA_DOWN)
     return reply
 
 
@@ -120,8 +120,7 @@ def place(conference) -> str:
         _mark_media_lost(conference)
     live = [n for n in nodes(connection) if n.get("ident")]
     if not live:
-        raise ConferenceError(_l("O servidor de vídeo não respondeu. Tente novamente em "
-                                 "alguns segundos; se continuar, avise o suporte."))
+        raise ConferenceError(MEDIA_DOWN)
     # Rooms placed in the last seconds are not in the heartbeat yet (it comes every 5 s).
     recent = {n["ident"]: int(connection.get(f"videoar:media:placed:{n['ident']}") or 0)
               for n in live}
@@ -290,15 +289,17 @@ def end(conference, *, actor):
         return conference
     if not is_live(conference):
         raise ConferenceError(_l("Esta videoconferência já foi encerrada."))
-    try:
-        if node_heartbeat(conference.media_node):
+    media_gone = False
+    if node_heartbeat(conference.media_node):
+        try:
             media_call("end", node=conference.media_node, room=str(conference.id))
-        elif conference.media_node:
-            raise ConferenceError(_l("O servidor de vídeo não respondeu."))
-    except ConferenceError:
-        # The media process is gone: what it had closed is on disk; the rest is lost.
-        if conference.recording_state == "recording":
-            _mark_media_lost(conference)
+        except ConferenceError:
+            media_gone = True
+    elif conference.media_node:
+        media_gone = True
+    if media_gone and conference.recording_state == "recording":
+        # What the dead media process had closed is on disk; the segments it had open are lost.
+        _mark_media_lost(conference)
     now = utcnow()
     conference.state = "ended"
     conference.ended_at = now

@@ -23,6 +23,7 @@ from simple_websocket import ConnectionClosed
 from .db_setup import sqlite_lock
 from .extensions import db
 from .jobs import redis_connection
+from .media import room_channel
 from .models import Conference, ConferenceConnection
 from .services import conference as conference_service
 
@@ -73,7 +74,7 @@ def run(ws, conference_id: int, role: str, *, staff_id=None, admit=None):
     user_agent = request.user_agent.string
     connection = redis_connection()
     pubsub = connection.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(conference_service.room_channel(conference_id))
+    pubsub.subscribe(room_channel(conference_id))
     state = {"conn": None, "closed": False}
     last_check = time.monotonic()
     try:
@@ -110,6 +111,8 @@ def _handle(ws, raw, conference_id, role, staff_id, admit, ip, user_agent, state
     try:
         message = json.loads(raw)
     except ValueError:
+        message = None
+    if not isinstance(message, dict):
         return _send(ws, type="error", message=_("Mensagem inválida."))
     kind = message.get("type")
     if kind == "ping":
@@ -136,12 +139,9 @@ def _handle(ws, raw, conference_id, role, staff_id, admit, ip, user_agent, state
                                                   user_agent=user_agent).conn_id
 
     try:
-        previous = state["conn"]
         conn_id = _unit(open_conn)
         state["conn"] = conn_id
         state.pop("replaced", None)
-        if previous:
-            state.setdefault("own", set()).add(previous)
 
         def join():
             conference = db.session.get(Conference, conference_id)

@@ -94,7 +94,8 @@ def test_sockets_check_origin_session_and_role(live_server, db, factory, agent, 
     try:
         ws.send(json.dumps({"type": "ping"}))
         assert json.loads(ws.receive(timeout=10)) == {"type": "pong"}
-        ws.send("not json")
-        assert json.loads(ws.receive(timeout=10))["type"] == "error"
+        for junk in ("not json", "[1, 2]", json.dumps({"type": "offer"})):
+            ws.send(junk)
+            assert json.loads(ws.receive(timeout=10))["type"] == "error"
     finally:
         ws.close()

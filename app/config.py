@@ -118,10 +118,11 @@ class Config:
     # and the address the media peer announces in its candidates (behind a router: the public IP).
     RECORDINGS_ROOT = os.environ.get("RECORDINGS_ROOT", "")
     RECORDING_MIN_FREE_MB = _int("RECORDING_MIN_FREE_MB", 2048)
-    # Calls per media process (one event loop, about one core at most): 5 keeps its loop lag
-    # p99 ≤ 5 ms and recordings at 30 fps here (bench/media.py, docs/performance.md); the
-    # launcher runs MEDIA_PROCESSES (2) of them and web places each room on the least busy one.
-    MEDIA_CAPACITY = _int("MEDIA_CAPACITY", 5)
+    # Calls per media process (one event loop, about one core at most): at 10 calls one process
+    # keeps its loop lag p99 ≤ 5 ms and recordings at 30 fps on 2 quiet CPUs (bench/media.py,
+    # docs/performance.md). The launcher runs MEDIA_PROCESSES of them (1; more on machines with
+    # more CPUs) and web places each new room on the least busy one.
+    MEDIA_CAPACITY = _int("MEDIA_CAPACITY", 10)
     ICE_SERVERS = os.environ.get("ICE_SERVERS", "[]")
     MEDIA_ANNOUNCED_ADDRESS = os.environ.get("MEDIA_ANNOUNCED_ADDRESS", "")
     MEDIA_PORT_MIN = _int("MEDIA_PORT_MIN", 0)

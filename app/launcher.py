@@ -131,7 +131,7 @@ def main():
     # Media processes: each is one event loop (about one core at most) taking MEDIA_CAPACITY
     # calls; web places each new room on the least busy one (docs/media-design.md).
     health_port = int(os.environ.get("MEDIA_HEALTH_PORT", "5001"))
-    for i in range(int(os.environ.get("MEDIA_PROCESSES", "2"))):
+    for i in range(int(os.environ.get("MEDIA_PROCESSES", "1"))):
         sup.add(f"media-{i + 1}", [py, "-m", "app.media"],
                 env={"MEDIA_HEALTH_PORT": str(health_port + i)})
     say(f"VideoAR is running: {os.environ['PUBLIC_URL']}  (staff login: "

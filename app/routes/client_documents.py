@@ -233,11 +233,16 @@ def thumbnail(page_id):
     return send_blob(page.renditions[0].thumbnail_sha256, "image/jpeg", f"pagina-{page.id}.jpg")
 
 
-def send_blob(sha256, mime, download_name, as_attachment=False):
-    """A stored file with the headers that keep a browser from running it."""
-    response = send_file(get_storage().open(sha256), mimetype=mime, as_attachment=as_attachment,
+def send_blob(sha256, mime, download_name, as_attachment=False, ranges=False):
+    """A stored file with the headers that keep a browser from running it; with `ranges`, it
+    answers Range requests (a video player seeking)."""
+    storage = get_storage()
+    response = send_file(storage.open(sha256), mimetype=mime, as_attachment=as_attachment,
                          download_name=download_name, max_age=0, conditional=False,
                          etag=sha256)
+    if ranges:
+        response = response.make_conditional(request, accept_ranges=True,
+                                             complete_length=storage.size(sha256))
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "private, no-store"
     return response

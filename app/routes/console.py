@@ -4,7 +4,7 @@ conferência", "Iniciar gravação", stills, the face photo, the password, "Sair
 import json
 
 from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
-                   send_file, url_for)
+                   url_for)
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
@@ -15,8 +15,7 @@ from ..extensions import db, sock
 from ..models import Conference, ConferenceCapture
 from ..services import audit, conference as conference_service, links
 from ..services.audit import staff_actor
-from ..services.storage import get_storage
-from .client_documents import serves_files
+from .client_documents import send_blob, serves_files
 
 bp = Blueprint("console", __name__, url_prefix="/conferencias")
 staff_blueprint_guard(bp, "agent", "verifier", "admin")
@@ -154,7 +153,7 @@ def capture_image(conference_id, capture_id):
     audit.record("capture.view", actor=staff_actor(current_user), obj=capture,
                  cert_request=conference.request)
     db.session.commit()
-    return _send(capture.file_sha256, capture.file.mime,
+    return send_blob(capture.file_sha256, capture.file.mime,
                  f"{conference.request.protocol}-{capture.kind}-{capture.id}.jpg")
 
 
@@ -174,9 +173,9 @@ def recording_file(conference_id):
         db.session.commit()
     mime = conference.recording.mime
     ext = "mp4" if mime == "video/mp4" else "webm"
-    return _send(conference.recording_sha256, mime,
-                 f"videoconferencia-{conference.request.protocol}.{ext}", as_attachment=download,
-                 conditional=True)
+    return send_blob(conference.recording_sha256, mime,
+                     f"videoconferencia-{conference.request.protocol}.{ext}",
+                     as_attachment=download, ranges=True)
 
 
 @bp.route("/<int:conference_id>/gravacao/miniatura")
@@ -185,19 +184,7 @@ def recording_thumbnail(conference_id):
     conference = _get(conference_id)
     if not conference.recording_thumbnail_sha256:
         abort(404)
-    return _send(conference.recording_thumbnail_sha256, "image/jpeg", "miniatura.jpg")
-
-
-def _send(sha256, mime, name, as_attachment=False, conditional=False):
-    storage = get_storage()
-    response = send_file(storage.open(sha256), mimetype=mime, as_attachment=as_attachment,
-                         download_name=name, max_age=0, conditional=False, etag=sha256)
-    if conditional:  # Range requests, so the player can seek
-        response = response.make_conditional(request, accept_ranges=True,
-                                             complete_length=storage.size(sha256))
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Cache-Control"] = "private, no-store"
-    return response
+    return send_blob(conference.recording_thumbnail_sha256, "image/jpeg", "miniatura.jpg")
 
 
 @sock.route("/<int:conference_id>/sinal", bp=bp)

@@ -47,15 +47,11 @@
   function connect() {
     if (call || !stream) return;
     $("start-form").hidden = true;
-    const remote = $("remote");
     call = new window.VideoARCall({
       url: root.dataset.ws,
       iceServers: JSON.parse(root.dataset.ice || "[]"),
       stream,
-      onRemote: (remoteStream) => {
-        if (remote.srcObject !== remoteStream) remote.srcObject = remoteStream;
-        remote.play().catch(() => {});
-      },
+      remoteVideo: $("remote"),
       onStatus: (value) => {
         if (value === "connected" && clientPresent) status(text("clientIn"));
         else status(text("status" + value[0].toUpperCase() + value.slice(1)));

@@ -150,15 +150,11 @@
     $("call-view").hidden = false;
     const local = $("local");
     local.srcObject = stream;
-    const remote = $("remote");
     call = new window.VideoARCall({
       url: root.dataset.ws,
       iceServers: JSON.parse(root.dataset.ice || "[]"),
       stream,
-      onRemote: (remoteStream) => {
-        if (remote.srcObject !== remoteStream) remote.srcObject = remoteStream;
-        remote.play().catch(() => {});
-      },
+      remoteVideo: $("remote"),
       onStatus: (value) => {
         if (value === "connected" && agentPresent) status(root.dataset.agentIn);
         else status(root.dataset["status" + value[0].toUpperCase() + value.slice(1)] || "");

@@ -33,7 +33,8 @@
 
   class Call {
     // options: url (WebSocket path), iceServers, stream (local MediaStream),
-    // onRemote(stream), onEvent(message), onStatus(status), onError(text)
+    // remoteVideo (the <video> that shows the other side), onEvent(message), onStatus(status),
+    // onError(text)
     constructor(options) {
       this.options = options;
       this.stream = options.stream;
@@ -90,7 +91,11 @@
       this.remote = new MediaStream();
       pc.ontrack = (event) => {
         this.remote.addTrack(event.track);
-        if (this.options.onRemote) this.options.onRemote(this.remote);
+        const video = this.options.remoteVideo;
+        if (video) {
+          if (video.srcObject !== this.remote) video.srcObject = this.remote;
+          video.play().catch(() => {});
+        }
       };
       pc.onconnectionstatechange = () => this.onConnectionState(pc);
       const offer = await pc.createOffer();

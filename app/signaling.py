@@ -154,7 +154,7 @@ def _handle(ws, raw, conference_id, role, staff_id, admit, ip, user_agent, state
             _unit(lambda: _close(state["conn"], "refused"))
             state["conn"] = None
         return _send(ws, type="error", message=str(exc.message))
-    _send(ws, type="answer", sdp=answer, conn=conn_id)
+    _send(ws, type="answer", sdp=answer, conn=conn_id, seq=message.get("seq"))
     # Who is already in the room (their "connected" event went out before we joined).
     other = "agent" if role == "client" else "client"
 

@@ -102,7 +102,10 @@
       await pc.setLocalDescription(offer);
       await waitForGathering(pc);
       if (this.pc !== pc) return;
-      this.send({ type: "offer", sdp: pc.localDescription.sdp });
+      // Each offer is numbered: an answer to an older one (a renegotiation overtook it) is
+      // dropped instead of being applied to the newer connection.
+      this.offerSeq = (this.offerSeq || 0) + 1;
+      this.send({ type: "offer", sdp: pc.localDescription.sdp, seq: this.offerSeq });
     }
 
     async tuneVideoSender() {
@@ -126,20 +129,30 @@
       if (state === "disconnected") {
         this.status("reconnecting");
         setTimeout(() => {
-          if (pc === this.pc && pc.connectionState === "disconnected") this.negotiate();
-        }, 4000);
+          if (pc === this.pc && pc.connectionState === "disconnected") this.renegotiateLater();
+        }, 3000);
       }
       if (state === "failed") { this.status("reconnecting"); this.renegotiateLater(); }
     }
 
     renegotiateLater() {
+      if (this.pending) return;  // one renegotiation at a time, whatever asked for it
       const delay = Math.min(8000, 1000 * 2 ** this.retry++);
-      setTimeout(() => { if (!this.closed) this.negotiate(); }, delay);
+      this.pending = setTimeout(() => {
+        this.pending = null;
+        if (!this.closed) this.negotiate();
+      }, delay);
     }
 
     async onMessage(message) {
-      if (message.type === "answer" && this.pc) {
-        await this.pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+      if (message.type === "answer") {
+        const pc = this.pc;
+        if (!pc || message.seq !== this.offerSeq || pc.signalingState !== "have-local-offer") return;
+        try {
+          await pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+        } catch (err) {
+          this.renegotiateLater();
+        }
       } else if (message.type === "error") {
         if (this.options.onError) this.options.onError(message.message);
         this.renegotiateLater();

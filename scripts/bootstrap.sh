@@ -36,10 +36,13 @@ if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>
   say "Python 3.11 or newer is required (found: $($PY --version 2>&1))"; exit 1
 fi
 
-# System packages: Redis for the embedded default, fonts for pages and PDFs.
-system_pkgs=(redis-server fonts-dejavu-core)
+# System packages: Redis for the embedded default, fonts for pages and PDFs, Pango and HarfBuzz
+# for WeasyPrint (the termo de titularidade).
+system_pkgs=(redis-server fonts-dejavu-core libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0)
 if [ $want_test = 1 ]; then
-  system_pkgs+=(chromium fonts-liberation)
+  # poppler-utils: pdfsig/pdftoppm check and render the termo; libnss3-tools: certutil makes the
+  # NSS database pdfsig trusts the built-in root from.
+  system_pkgs+=(chromium fonts-liberation poppler-utils libnss3-tools)
 fi
 apt_install "${system_pkgs[@]}"
 

@@ -379,6 +379,17 @@ def test_an_empty_file_is_refused():
 
 def test_a_truncated_jpeg_is_refused(phone_jpeg):
     assert rejection(phone_jpeg[: int(len(phone_jpeg) * 0.6)]) == CORRUPT_IMAGE
+
+
+def test_a_truncated_jpeg_is_refused_after_weasyprint_was_loaded(phone_jpeg):
+    """Importing WeasyPrint (the termo) turns Pillow's LOAD_TRUNCATED_IMAGES on for the whole
+    process; uploads decoded afterwards must still refuse a truncated photo."""
+    from PIL import ImageFile
+
+    import weasyprint  # noqa: F401
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # as weasyprint's import leaves it
+    assert rejection(phone_jpeg[: int(len(phone_jpeg) * 0.6)]) == CORRUPT_IMAGE
     small = io.BytesIO()
     Image.effect_noise((600, 400), 60).convert("RGB").save(small, "JPEG", quality=90)
     assert rejection(small.getvalue()[:-4000]) == CORRUPT_IMAGE

@@ -35,7 +35,7 @@ import pypdfium2
 import pypdfium2.raw as pdfium_c
 from flask import current_app, has_app_context
 from flask_babel import lazy_gettext as _l
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 from ..config import Config
 from . import ServiceError
@@ -297,6 +297,9 @@ _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFE
 def _open_image(fp: BinaryIO, pillow_format: str, max_pixels: int) -> Image.Image:
     """Open (header only) with the one plugin the content calls for; refuse bombs before any
     pixel is decoded."""
+    # A truncated photo is a refusal: some libraries (WeasyPrint, on import) turn this
+    # process-wide switch on; it must be off whenever a client's file is decoded.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         # Pillow's own check (Image.MAX_IMAGE_PIXELS, left at its default) warns past that
         # limit and raises past twice it: both are refusals. Our limit, usually lower, is

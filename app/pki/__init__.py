@@ -1,0 +1,1 @@
+"""PKI: certificate profiles, the built-in CA, timestamps and PAdES signatures."""

@@ -25,9 +25,11 @@ def periodic_jobs(cfg) -> list[tuple[str, int]]:
     """The periodic jobs: (dotted path, seconds between runs)."""
     return [
         ("app.jobs.email.sweep_unsent_emails", cfg["EMAIL_SWEEP_SECONDS"]),
+        ("app.jobs.sms.sweep_unsent_sms", cfg["SMS_SWEEP_SECONDS"]),
         ("app.jobs.maintenance.remind_and_expire", cfg["REMIND_AND_EXPIRE_SECONDS"]),
         ("app.jobs.conference.mark_no_shows", cfg["CONFERENCE_NO_SHOW_SECONDS"]),
         ("app.jobs.recording.sweep_unprocessed_recordings", cfg["RECORDING_SWEEP_SECONDS"]),
+        ("app.jobs.retention.run_retention", cfg["RETENTION_SECONDS"]),
     ]
 
 

@@ -40,11 +40,13 @@ def _csp(public_url: str) -> dict:
     return {**CSP, "connect-src": ["'self'", ws]}
 
 
-def _secret_key(app: Flask) -> str:
-    """SECRET_KEY from the environment, or one generated once into instance/secret_key."""
-    if app.config.get("SECRET_KEY"):
-        return app.config["SECRET_KEY"]
-    path = Path(app.config["INSTANCE_DIR"]) / "secret_key"
+def _instance_secret(app: Flask, setting: str, filename: str) -> str:
+    """A secret setting from the environment, or one generated once into instance/<filename>
+    (SECRET_KEY → secret_key; KEYS_PASSPHRASE → keys_passphrase, which encrypts the office's
+    private keys)."""
+    if app.config.get(setting):
+        return app.config[setting]
+    path = Path(app.config["INSTANCE_DIR"]) / filename
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -70,7 +72,8 @@ def create_app(config: type[Config] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=False)
     app.config.from_object(config or Config)
     Path(app.config["INSTANCE_DIR"]).mkdir(parents=True, exist_ok=True)
-    app.config["SECRET_KEY"] = _secret_key(app)
+    app.config["SECRET_KEY"] = _instance_secret(app, "SECRET_KEY", "secret_key")
+    app.config["KEYS_PASSPHRASE"] = _instance_secret(app, "KEYS_PASSPHRASE", "keys_passphrase")
     redis_url = app.config["REDIS_URL"]
     # The `limits` package names Redis over a Unix socket "redis+unix://".
     app.config.setdefault("RATELIMIT_STORAGE_URI", "redis+" + redis_url

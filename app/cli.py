@@ -83,4 +83,63 @@ def register_cli(app):
         click.echo(ngettext("Cadeia de auditoria íntegra: %(num)d evento.",
                             "Cadeia de auditoria íntegra: %(num)d eventos.", check.events))
 
+    from .jobs.retention import close_epoch_command, retention_cli
+
+    audit_group.add_command(close_epoch_command)  # flask audit close-epoch
     app.cli.add_command(audit_group)
+    app.cli.add_command(retention_cli)  # flask retention run [--dry-run]
+    from .services.encryption import storage_cli
+
+    app.cli.add_command(storage_cli)  # flask storage new-key | rotate-keys | encrypt-existing
+
+    ca_group = click.Group("ca", help="The built-in CA (homologação) and the office's keys.")
+
+    @ca_group.command("init")
+    def ca_init():
+        """Create the built-in CA (root and issuing CA), keys encrypted with KEYS_PASSPHRASE.
+        Does nothing when it exists."""
+        from .services import ca as ca_service
+
+        if ca_service.ca_dir().exists():
+            click.echo(f"The built-in CA exists: {ca_service.ca_dir()}")
+            return
+        ca = ca_service.init_builtin_ca()
+        click.echo(f"Built-in CA (homologação) created in {ca_service.ca_dir()}: "
+                   f"{ca.issuing_cert.subject.rfc4514_string()}")
+
+    @ca_group.command("import")
+    @click.option("--purpose", type=click.Choice(["agent", "seal", "tsa"]), required=True)
+    @click.option("--staff-email", default=None, help="The agent's login (purpose agent).")
+    @click.option("--password", prompt=True, hide_input=True, help="The PKCS#12's password.")
+    @click.argument("pkcs12_file", type=click.Path(exists=True, dir_okay=False))
+    def ca_import(purpose, staff_email, password, pkcs12_file):
+        """Import a signing certificate and its key from a PKCS#12 file (kept encrypted)."""
+        from pathlib import Path
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.serialization import pkcs12
+        from sqlalchemy import select
+
+        from .models import StaffUser
+        from .services import ca as ca_service
+
+        staff_user = None
+        if purpose == "agent":
+            staff_user = db.session.execute(select(StaffUser).where(
+                StaffUser.email == (staff_email or "").lower())).scalar_one_or_none()
+            if staff_user is None:
+                raise click.ClickException("--staff-email must name an existing staff login.")
+        try:
+            key, cert, chain = pkcs12.load_key_and_certificates(
+                Path(pkcs12_file).read_bytes(), password.encode())
+        except ValueError:
+            raise click.ClickException("Wrong password or not a PKCS#12 file.")
+        if key is None or cert is None:
+            raise click.ClickException("The PKCS#12 file must hold a key and its certificate.")
+        credential = ca_service.store_credential(
+            purpose, key, cert, [c.public_bytes(serialization.Encoding.DER) for c in chain or []],
+            staff_user=staff_user)
+        db.session.commit()
+        click.echo(f"Imported {credential.subject} (valid until {credential.not_after:%Y-%m-%d}).")
+
+    app.cli.add_command(ca_group)

@@ -18,7 +18,10 @@ KEY = "client"
 
 def bind(link: AccessLink):
     """Give this browser access to `link`'s request (after the protocol was checked)."""
-    staff = {k: session[k] for k in ("_user_id", "_fresh", "_id", "lang") if k in session}
+    # Kept: a staff login in the same browser, the language, and the CSRF token (a page that
+    # binds by fetch, like the issuance page, goes on posting with the token it was given).
+    staff = {k: session[k] for k in ("_user_id", "_fresh", "_id", "lang", "csrf_token")
+             if k in session}
     session.clear()  # a new binding never inherits another client's data
     session.update(staff)
     session[KEY] = {"request_id": link.request_id, "link_id": link.id, "purpose": link.purpose,

@@ -130,6 +130,55 @@ class Config:
     # Seconds web waits for the media process to answer a command.
     MEDIA_TIMEOUT = _int("MEDIA_TIMEOUT", 8)
 
+    # Issuance (docs/issuance.md). The certificate authority: "builtin" (the built-in CA for
+    # trials and private use, "homologação"; created by `flask ca init`, its keys under CA_DIR)
+    # or "cmp" (an external CA over CMP). KEYS_PASSPHRASE encrypts every private key the office
+    # holds (built-in CA, agents', office seal, local TSA); keep it out of backups.
+    CA_BACKEND = os.environ.get("CA_BACKEND", "builtin")
+    CA_DIR = os.environ.get("CA_DIR", "")  # empty: <INSTANCE_DIR>/ca
+    KEYS_PASSPHRASE = os.environ.get("KEYS_PASSPHRASE", "")
+    CA_ISSUING_NAME = os.environ.get("CA_ISSUING_NAME", "")  # OU of ICP-Brasil subjects (CMP)
+    CA_CPS_URL = os.environ.get("CA_CPS_URL", "")  # the CA's DPC; empty: PUBLIC_URL/ac/dpc
+    CMP_URL = os.environ.get("CMP_URL", "")
+    CMP_RECIPIENT = os.environ.get("CMP_RECIPIENT", "")
+    CMP_REFERENCE = os.environ.get("CMP_REFERENCE", "")
+    CMP_SECRET = os.environ.get("CMP_SECRET", "")
+    CMP_TRUSTED = os.environ.get("CMP_TRUSTED", "")  # PEM file of the CA's certificates
+    # An external RFC 3161 timestamp authority; empty: the local TSA built in.
+    TSA_URL = os.environ.get("TSA_URL", "")
+    # The holder's issuance link, and wrong revocation passwords before a pause.
+    ISSUANCE_LINK_DAYS = _int("ISSUANCE_LINK_DAYS", 7)
+    ISSUANCE_MAX_TRIES = _int("ISSUANCE_MAX_TRIES", 5)
+    ISSUANCE_LOCK_MINUTES = _int("ISSUANCE_LOCK_MINUTES", 30)
+    CRL_VALID_HOURS = _int("CRL_VALID_HOURS", 24)
+    # SMS (docs/sms.md): "outbox" writes each message to SMS_OUTBOX_DIR, "http" posts it to a
+    # gateway.
+    SMS_BACKEND = os.environ.get("SMS_BACKEND", "outbox")
+    SMS_GATEWAY_URL = os.environ.get("SMS_GATEWAY_URL", "")
+    SMS_GATEWAY_TOKEN = os.environ.get("SMS_GATEWAY_TOKEN", "")
+    SMS_SENDER = os.environ.get("SMS_SENDER", "VideoAR")
+    SMS_OUTBOX_DIR = os.environ.get("SMS_OUTBOX_DIR", "")  # empty: <INSTANCE_DIR>/sms-outbox
+    SMS_TIMEOUT = _int("SMS_TIMEOUT", 15)
+    SMS_MAX_ATTEMPTS = _int("SMS_MAX_ATTEMPTS", 8)
+    SMS_RETRY_INTERVALS = [10, 30, 60, 120, 300, 600, 1800]
+    SMS_SWEEP_SECONDS = _int("SMS_SWEEP_SECONDS", 60)
+    SMS_SWEEP_MIN_AGE_SECONDS = _int("SMS_SWEEP_MIN_AGE_SECONDS", 60)
+
+    # Encryption at rest of face photos, stills and recordings (docs/encryption.md):
+    # "keyid:base64(32 bytes)[,older…]", the first encrypts, the others only decrypt. Empty: one
+    # key generated once into <INSTANCE_DIR>/data_keys. Keep it apart from the storage's backups.
+    DATA_KEYS = os.environ.get("DATA_KEYS", "")
+
+    # Retention (docs/retention.md): documents and termos kept RETENTION_DOCUMENT_YEARS after
+    # the certificate's expiry or revocation, audit epochs RETENTION_AUDIT_YEARS after closing,
+    # requests that never reached issuance RETENTION_UNISSUED_DAYS after their last change.
+    RETENTION_DOCUMENT_YEARS = _int("RETENTION_DOCUMENT_YEARS", 10)
+    RETENTION_AUDIT_YEARS = _int("RETENTION_AUDIT_YEARS", 6)
+    RETENTION_UNISSUED_DAYS = _int("RETENTION_UNISSUED_DAYS", 180)
+    AUDIT_EPOCH_DAYS = _int("AUDIT_EPOCH_DAYS", 30)
+    AUDIT_EPOCH_EVENTS = _int("AUDIT_EPOCH_EVENTS", 100000)
+    RETENTION_SECONDS = _int("RETENTION_SECONDS", 3600)
+
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 64 * 1024 * 1024)
     TESTING = False
     FORCE_HTTPS = _bool("FORCE_HTTPS", False)
@@ -138,6 +187,7 @@ class Config:
 class TestConfig(Config):
     TESTING = True
     SECRET_KEY = "test-secret-key-not-for-production"
+    KEYS_PASSPHRASE = "test-keys-passphrase-not-for-production"
     SQLALCHEMY_DATABASE_URI = os.environ.get("TEST_DATABASE_URL", "sqlite:///:memory:")
     REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     PUBLIC_URL = "http://localhost"

@@ -119,6 +119,8 @@ def main():
     say("migrating the database")
     flask("db", "upgrade")
     setup_output = flask("setup")
+    if os.environ.get("CA_BACKEND", "builtin") == "builtin":
+        flask("ca", "init")  # the built-in CA (homologação), once
 
     sup = Supervisor()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))

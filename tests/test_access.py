@@ -13,7 +13,12 @@ from app.config import TestConfig
 PUBLIC_ENDPOINTS = {
     "static", "public.home", "client_documents.entry", "health.healthz", "auth.login",
     "auth.set_language", "public.request_certificate", "public.altcha_challenge",
-    "conference_entry.entry",
+    "conference_entry.entry", "public.privacy",
+    # The holder's issuance link and revocation (password-protected, rate-limited), and what the
+    # certificates point at: CA certificates, CRLs, the policy page, the timestamp authority.
+    "issuance.start", "issuance.unlock", "issuance.revoke", "ca_public.root_certificate",
+    "ca_public.issuing_certificate", "ca_public.issuing_crl", "ca_public.root_crl",
+    "ca_public.policy", "ca_public.timestamp",
 }
 
 

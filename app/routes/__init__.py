@@ -21,3 +21,11 @@ def register_blueprints(app):
 
     app.register_blueprint(conference_call.bp)
     app.register_blueprint(console.bp)
+    from . import ca_public, dossier, issuance
+
+    app.register_blueprint(dossier.bp)
+    app.register_blueprint(issuance.bp)
+    app.register_blueprint(ca_public.bp)
+    from . import dossier_export
+
+    app.register_blueprint(dossier_export.bp)

@@ -8,7 +8,7 @@ from ..auth import staff_blueprint_guard
 from ..extensions import db
 from ..forms import CancelRequestForm
 from ..models import AuditEvent, CertificateRequest, EmailMessage
-from ..services import documents, links, requests as request_service
+from ..services import documents, issuance, links, requests as request_service
 from ..services.audit import staff_actor
 
 bp = Blueprint("requests", __name__, url_prefix="/solicitacoes")
@@ -35,6 +35,7 @@ def detail(request_id):
         "requests/detail.html", cert_request=cert_request, documents_link=documents_link,
         documents_url=links.url_for_link(documents_link) if documents_link else None,
         events=events, emails=emails, cancel_form=CancelRequestForm(), kinds=documents.KINDS,
+        revocation_reasons=issuance.REVOCATION_REASONS,
     )
 
 

@@ -183,6 +183,7 @@ def process_env(app, database, tmp_path):
         "DATABASE_URL": database,
         "REDIS_URL": app.config["REDIS_URL"],
         "SECRET_KEY": app.config["SECRET_KEY"],
+        "KEYS_PASSPHRASE": app.config["KEYS_PASSPHRASE"],
         "VIDEOAR_INSTANCE": str(app.config["INSTANCE_DIR"]),
         "PUBLIC_URL": app.config["PUBLIC_URL"],
         "RQ_JOB_MONITORING_INTERVAL": "5",

@@ -41,3 +41,27 @@ class AuditChainHead(db.Model):
     id = db.Column(db.Integer, primary_key=True)
     last_seq = db.Column(db.Integer, nullable=False, default=0)
     last_hash = db.Column(db.String(64), nullable=False)
+
+
+class AuditCheckpoint(db.Model):
+    """The close of one epoch of the audit chain, signed by the office seal.
+
+    Covers events `first_seq`..`last_seq`; `last_hash` is the hash of event `last_seq`, and
+    `signature` is RSA PKCS#1 v1.5 with SHA-256 over the canonical JSON of epoch, first_seq,
+    last_seq, last_hash and closed_at (`app.services.audit.checkpoint_payload`). Once an epoch
+    is purged (`purged_at`), its events are gone and the chain is checked from `last_hash` on.
+    The database lets `purged_at` be set once and refuses any other change (migration 0007).
+    """
+
+    __tablename__ = "audit_checkpoint"
+
+    id = db.Column(db.Integer, primary_key=True)
+    epoch = db.Column(db.Integer, nullable=False, unique=True)
+    first_seq = db.Column(db.Integer, nullable=False)
+    last_seq = db.Column(db.Integer, nullable=False, unique=True)
+    last_hash = db.Column(db.String(64), nullable=False)
+    closed_at = db.Column(UTCDateTime, nullable=False, index=True)
+    signature = db.Column(db.LargeBinary, nullable=False)
+    signer_certificate_der = db.Column(db.LargeBinary, nullable=False)
+    signer_chain_der = db.Column(db.JSON, nullable=False)  # base64 DER, issuer first
+    purged_at = db.Column(UTCDateTime)

@@ -239,6 +239,13 @@ class OfficeSettingsForm(FlaskForm):
                                        validators=[NumberRange(1, 365)])
     expire_after_days = IntegerField(_l("Expirar solicitação após (dias sem ação)"),
                                      validators=[NumberRange(2, 730)])
+    # LGPD: the office's data protection officer, named in the privacy notice (/privacidade).
+    privacy_contact_name = StringField(_l("Encarregado de dados (LGPD)"),
+                                       validators=[Optional(), Length(max=200)],
+                                       filters=[_optional_str])
+    privacy_contact_email = EmailAddressField(_l("E-mail do encarregado de dados"),
+                                              validators=[Optional(), Length(max=254)],
+                                              filters=[_optional_str])
 
     def validate_expire_after_days(self, field):
         if self.reminder_after_days.data and field.data <= self.reminder_after_days.data:

@@ -662,7 +662,8 @@ def test_language_switch_with_the_keyboard_alone(live_server, phone):
     page = phone
     page.goto("/")
     expect(page.locator("html")).to_have_attribute("lang", "pt-BR")
-    page.get_by_role("link", name="Acesso da equipe").focus()
+    # The last link before the switch: the privacy notice's contact.
+    page.locator(".privacy-notice a").last.focus()
     page.keyboard.press("Tab")
     english = page.get_by_role("navigation", name="Idioma").get_by_role("button", name="English")
     expect(english).to_be_focused()
@@ -671,7 +672,7 @@ def test_language_switch_with_the_keyboard_alone(live_server, phone):
     expect(page.locator("html")).to_have_attribute("lang", "en")
     assert_accessible(page, "home in English")
 
-    page.get_by_role("link", name="Staff sign-in").focus()
+    page.locator(".privacy-notice a").last.focus()
     page.keyboard.press("Tab")
     portuguese = page.get_by_role("navigation", name="Language").get_by_role("button",
                                                                            name="Português")

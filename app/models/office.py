@@ -20,6 +20,9 @@ class OfficeSettings(db.Model):
     reminder_after_days = db.Column(db.Integer, nullable=False, default=5)
     expire_after_days = db.Column(db.Integer, nullable=False, default=30)
     review_promise_business_days = db.Column(db.Integer, nullable=False, default=2)
+    # LGPD: the data protection officer (encarregado) named in the privacy notice.
+    privacy_contact_name = db.Column(db.String(200))
+    privacy_contact_email = db.Column(db.String(254))
     updated_at = db.Column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
 
 

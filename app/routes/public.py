@@ -15,6 +15,17 @@ def home():
     return render_template("public/home.html")
 
 
+@bp.route("/privacidade")
+def privacy():
+    """The privacy notice (LGPD): what is collected, why, for how long, whom to ask."""
+    from ..services import retention
+
+    return render_template(
+        "public/privacy.html", document_years=retention.setting("RETENTION_DOCUMENT_YEARS"),
+        audit_years=retention.setting("RETENTION_AUDIT_YEARS"),
+        unissued_days=retention.setting("RETENTION_UNISSUED_DAYS"))
+
+
 @bp.route("/altcha/desafio")
 @limiter.limit(lambda: current_app.config.get("ALTCHA_CHALLENGE_RATE_LIMIT", "30 per minute"))
 def altcha_challenge():

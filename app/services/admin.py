@@ -8,7 +8,8 @@ from . import ServiceError, audit
 from .office import get_settings
 
 SETTINGS_FIELDS = ("authority_name", "cnpj", "phone", "email", "address", "city", "uf",
-                   "time_zone", "reminder_after_days", "expire_after_days")
+                   "time_zone", "reminder_after_days", "expire_after_days",
+                   "privacy_contact_name", "privacy_contact_email")
 PRODUCT_FIELDS = ("code", "name", "kind", "cert_type", "policy_oid", "validity_months",
                   "key_storage", "needs_documents", "needs_second_check", "active")
 

@@ -368,7 +368,7 @@ def request_capture(conference, kind: str, *, actor, staff=None):
 
 def receive_capture(conference, capture_id: int, stream):
     """The client's browser sends the image it took for `capture_id` (JPEG or PNG)."""
-    from .storage import get_storage
+    from .storage import encrypting
     from .uploads import UploadRejected, store_upload
 
     capture = db.session.get(ConferenceCapture, capture_id)
@@ -377,7 +377,8 @@ def receive_capture(conference, capture_id: int, stream):
     if capture.status != "requested":
         raise ConferenceError(_l("Esta captura já foi enviada."))
     try:
-        stored = store_upload(stream, get_storage(), max_bytes=CAPTURE_MAX_BYTES)
+        # A face photo and the stills of an ID: encrypted at rest, renditions too (LGPD).
+        stored = store_upload(stream, encrypting(), max_bytes=CAPTURE_MAX_BYTES)
     except UploadRejected as exc:
         raise ConferenceError(exc.message) from None
     if stored.processed.mime not in ("image/jpeg", "image/png"):

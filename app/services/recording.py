@@ -35,7 +35,7 @@ from sqlalchemy import event, select
 
 from ..extensions import db
 from ..models import Conference, RecordingSegment, StoredFile, utcnow
-from . import audit
+from . import audit, encryption
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +75,14 @@ def recordings_root(config) -> Path:
     return Path(config.get("RECORDINGS_ROOT") or Path(config["INSTANCE_DIR"]) / "recordings")
 
 
+def _keyring():
+    return encryption.get_keyring()
+
+
 def _sha256_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+    """SHA-256 and size of the segment's media: of the plaintext, whether the file is still
+    as the media process wrote it or already encrypted at rest."""
+    return encryption.sha256_of(path, _keyring)
 
 
 def _from_unix(value) -> datetime:
@@ -135,7 +135,11 @@ def ingest_segments(conference) -> list[RecordingSegment]:
             if not webm.is_file():
                 problems.append({"path": rel, "error": "sidecar without its segment"})
                 continue
-            sha256, size = _sha256_file(webm)
+            try:
+                sha256, size = _sha256_file(webm)
+            except encryption.IntegrityError as exc:
+                problems.append({"path": rel, "error": f"unreadable segment: {exc}"})
+                continue
             segment = RecordingSegment(
                 conference=conference, conn_id=conn, role=role, seq=seq, path=rel,
                 sha256=sha256, size=size, started_at=_from_unix(start), duration_ms=duration_ms,
@@ -305,28 +309,22 @@ def process(conference_id: int, *, will_retry: bool = False, force: bool = False
         t_end = conference.recording_stopped_at or max(
             _from_unix(_unix(s.started_at) + s.duration_ms / 1000) for s in rows)
         t0, t_end = _unix(t0), _unix(t_end)
-        if t_end - t0 <= 0:
-            raise RecordingError("the recording has no length")
         segments = [_Segment(s.role, s.conn_id, s.seq, root / s.path, s.path, s.sha256,
                              _unix(s.started_at), s.duration_ms / 1000) for s in rows]
         if conference.recording_state != "processing":
             conference.recording_state = "processing"
         db.session.commit()  # no transaction (nor SQLite's write lock) while we work
 
-        missing, changed = [], []
-        usable = []
-        for seg in segments:
-            if not seg.path.is_file():
-                missing.append(seg.rel)
-            elif _sha256_file(seg.path)[0] != seg.sha256:
-                changed.append(seg.rel)
-            else:
-                usable.append(seg)
+        # First of all (even for a recording that turns out unusable): the raw segments are
+        # checked against the dossier's digests and encrypted at rest, in one read.
+        missing, changed, usable = _seal_segments(segments)
+        if t_end - t0 <= 0:
+            raise RecordingError("the recording has no length")
         threads = int(current_app.config.get("RECORDING_DECODE_THREADS", 1))
         result = render(usable, t0, t_end, out_path, decode_threads=threads)
 
         blob_video = _put_file(storage, out_path)
-        blob_thumb = storage.put(result.thumbnail)
+        blob_thumb = storage.put(result.thumbnail, encrypt=True)
         elapsed = time.monotonic() - started
         _finish(conference_id, t0, t_end, result, blob_video, blob_thumb, missing, changed,
                 elapsed, force)
@@ -347,7 +345,36 @@ def _storage():
 
 def _put_file(storage, path: Path):
     with open(path, "rb") as f:  # streamed by the storage in chunks: never all in memory
-        return storage.put(f)
+        return storage.put(f, encrypt=True)
+
+
+def _seal_segments(segments):
+    """(missing, changed, usable) segments. Each raw segment still in clear (as the media
+    process wrote it) or under an older data key is encrypted in place under the current key
+    (atomic rename; the plaintext's digest, the evidence, is unchanged) while its digest is
+    checked; one already encrypted is decrypted to check it. A segment that is gone is
+    missing; one whose content differs from the dossier's digest, or fails authentication,
+    is changed."""
+    keyring = _keyring()
+    missing, changed, usable = [], [], []
+    for seg in segments:
+        if not seg.path.is_file():
+            missing.append(seg.rel)
+            continue
+        try:
+            if encryption.needs_sealing(seg.path, keyring):
+                encryption.remove_stale_seal_files(seg.path.parent, seg.path.name)
+                sha256 = encryption.seal_file(seg.path, keyring).sha256
+            else:
+                sha256 = encryption.sha256_of(seg.path, keyring)[0]
+        except encryption.IntegrityError as exc:
+            log.warning("recording segment %s fails authentication: %s", seg.rel, exc)
+            sha256 = None
+        if sha256 != seg.sha256:
+            changed.append(seg.rel)
+        else:
+            usable.append(seg)
+    return missing, changed, usable
 
 
 def _remove_leftovers(work_dir: Path, conference_id: int):
@@ -716,9 +743,16 @@ def _segment_events(seg: _Segment, t0: float, threads: int, errors: list):
     from av.audio.resampler import AudioResampler
     from av.codec.context import Flags2
 
+    source = None
     try:
-        container = av.open(str(seg.path))
-    except av.error.FFmpegError as exc:
+        # An encrypted segment is read through the decrypting reader (seekable, chunk by
+        # chunk); a plain one by FFmpeg itself, as before.
+        if encryption.is_encrypted(seg.path):
+            source = encryption.open_path(seg.path, _keyring)
+        container = av.open(source if source is not None else str(seg.path))
+    except (av.error.FFmpegError, encryption.EncryptionError, OSError) as exc:
+        if source is not None:
+            source.close()
         errors.append({"segment": seg.rel, "error": str(exc)})
         return
     try:
@@ -758,6 +792,8 @@ def _segment_events(seg: _Segment, t0: float, threads: int, errors: list):
                         yield (t, "a", data)
     finally:
         container.close()
+        if source is not None:
+            source.close()
 
 
 class _Canvas:

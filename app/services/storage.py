@@ -7,11 +7,18 @@ here just deletes.
     storage = get_storage()                       # the app's store (STORAGE_ROOT)
     blob = storage.put(file.stream, max_bytes=...)  # streams; raises FileTooLarge
     with storage.open(blob.sha256) as f: ...
+    storage.put(jpeg, encrypt=True)               # encrypted at rest (face photos, recordings)
 
 `LocalStorage` writes each upload to a temporary file in the same filesystem while hashing it,
 fsyncs it, and only then links it under its final name `ab/cd/abcd…`, so a partial file is never
 visible under a final name, even after a crash. Leftover temporary files of a crash are removed
 by `cleanup_temp`.
+
+Encryption at rest (app/services/encryption.py, docs/encryption.md): `put(..., encrypt=True)`
+stores the ciphertext under the plaintext's SHA-256; `open` returns a seekable file of the
+plaintext whichever way the file is stored (the magic at its start tells them apart) and `size`
+is the plaintext's, so every reader works unchanged. Content that itself starts with the magic is
+always stored encrypted, so that a plain file can never be mistaken for an encrypted one.
 """
 import errno
 import hashlib
@@ -22,12 +29,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Protocol, runtime_checkable
+from typing import BinaryIO, Callable, Iterator, Protocol, runtime_checkable
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 
 from . import ServiceError
+from . import encryption
 
 CHUNK_SIZE = 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -79,12 +87,14 @@ class Storage(Protocol):
     """What the app needs from a file store; every method is safe to call from many threads
     and processes at once."""
 
-    def put(self, stream: BinaryIO | bytes, *, max_bytes: int | None = None) -> StoredBlob:
+    def put(self, stream: BinaryIO | bytes, *, max_bytes: int | None = None,
+            encrypt: bool = False) -> StoredBlob:
         """Store the stream's content (read in chunks) under its SHA-256; raises FileTooLarge
-        as soon as more than `max_bytes` were read, leaving nothing behind."""
+        as soon as more than `max_bytes` were read, leaving nothing behind. With `encrypt`,
+        the content is encrypted at rest (an identical plain copy is replaced)."""
 
     def open(self, sha256: str) -> BinaryIO:
-        """A readable binary file of the content; raises BlobNotFound."""
+        """A readable, seekable binary file of the content (decrypted); raises BlobNotFound."""
 
     def exists(self, sha256: str) -> bool: ...
 
@@ -118,10 +128,13 @@ class LocalStorage:
     """Content-addressed files under `root`: `root/ab/cd/abcd…`, temporary files in
     `root/.tmp` (same filesystem, so publishing is an atomic link)."""
 
-    def __init__(self, root: str | os.PathLike, *, chunk_size: int = CHUNK_SIZE):
+    def __init__(self, root: str | os.PathLike, *, chunk_size: int = CHUNK_SIZE,
+                 keyring: "encryption.Keyring | Callable[[], encryption.Keyring] | None" = None):
         self.root = Path(root)
         self.chunk_size = chunk_size
         self.temp_dir = self.root / ".tmp"
+        # The data keys, or a function giving them (read only when encrypted content is met).
+        self._keyring = keyring
 
     def __repr__(self):
         return f"LocalStorage({str(self.root)!r})"
@@ -130,7 +143,19 @@ class LocalStorage:
         _check_sha256(sha256)
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
-    def put(self, stream: BinaryIO | bytes, *, max_bytes: int | None = None) -> StoredBlob:
+    @property
+    def keyring(self) -> "encryption.Keyring":
+        keyring = self._keyring() if callable(self._keyring) else self._keyring
+        if keyring is None:
+            raise encryption.DataKeyError("this storage has no data keys")
+        return keyring
+
+    def blob_path(self, sha256: str) -> Path:
+        """Where the content lives on disk (encrypted or not): for maintenance only."""
+        return self._path(sha256)
+
+    def put(self, stream: BinaryIO | bytes, *, max_bytes: int | None = None,
+            encrypt: bool = False) -> StoredBlob:
         if isinstance(stream, (bytes, bytearray, memoryview)):
             stream = io.BytesIO(stream)
         self.temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -140,19 +165,28 @@ class LocalStorage:
             digest = hashlib.sha256()
             size = 0
             with os.fdopen(fd, "wb") as out:
-                while True:
-                    chunk = stream.read(self.chunk_size)
-                    if not chunk:
+                chunk = stream.read(self.chunk_size)
+                # Enough of the start to see whether it looks like an encrypted file.
+                while chunk and len(chunk) < len(encryption.MAGIC):
+                    more = stream.read(self.chunk_size)
+                    if not more:
                         break
+                    chunk += more
+                encrypt = encrypt or chunk.startswith(encryption.MAGIC)
+                writer = encryption.ChunkEncryptor(out, self.keyring) if encrypt else out
+                while chunk:
                     size += len(chunk)
                     if max_bytes is not None and size > max_bytes:
                         raise FileTooLarge(max_bytes)
                     digest.update(chunk)
-                    out.write(chunk)
+                    writer.write(chunk)
+                    chunk = stream.read(self.chunk_size)
+                if encrypt:
+                    writer.finish()
                 out.flush()
                 os.fsync(out.fileno())
             sha256 = digest.hexdigest()
-            created = self._publish(Path(temp_name), self._path(sha256), size)
+            created = self._publish(Path(temp_name), self._path(sha256), size, encrypt)
             return StoredBlob(sha256=sha256, size=size, created=created)
         finally:
             # Published content is a second link to the same inode; the temporary name goes.
@@ -161,7 +195,21 @@ class LocalStorage:
             except FileNotFoundError:
                 pass
 
-    def _publish(self, temp: Path, final: Path, size: int) -> bool:
+    def _keep_existing(self, final: Path, size: int, encrypted: bool) -> bool:
+        """Whether the file already under `final` may stay instead of the new copy: it holds
+        content of the right size, and is encrypted if the new copy is (under the current key
+        then, which costs nothing to ensure here)."""
+        try:
+            info = encryption.inspect_path(final)
+        except (OSError, encryption.IntegrityError):
+            return False  # damaged: the new copy replaces it
+        if info.size != size:
+            return False  # a damaged copy (the name proves what the content must be)
+        if encrypted:
+            return info.encrypted and info.key_id == self.keyring.current_id
+        return True
+
+    def _publish(self, temp: Path, final: Path, size: int, encrypted: bool = False) -> bool:
         """Give the fsynced temporary file its final name; False if that name already held
         the same content."""
         new_dirs = [d for d in (final.parent.parent, final.parent) if not d.is_dir()]
@@ -172,17 +220,18 @@ class LocalStorage:
             created = True
         except FileExistsError:
             created = False
-            if final.stat().st_size != size:
-                # A damaged copy (the name proves what the content must be): replace it.
+            if not self._keep_existing(final, size, encrypted):
                 os.replace(temp, final)
                 renamed = True
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
                 raise
-            # A filesystem without hard links: rename, which replaces identical content.
+            # A filesystem without hard links: rename, which replaces identical content
+            # (except an encrypted copy by a plain one).
             created = not final.exists()
-            os.replace(temp, final)
-            renamed = True
+            if created or not self._keep_existing(final, size, encrypted):
+                os.replace(temp, final)
+                renamed = True
         # Make the new name, and any new directory, survive a power cut before the caller
         # records the digest.
         if created or renamed:
@@ -192,8 +241,10 @@ class LocalStorage:
         return created
 
     def open(self, sha256: str) -> BinaryIO:
+        """The plaintext, seekable; an encrypted file is decrypted chunk by chunk as it is
+        read, and raises encryption.IntegrityError (at open or on the read) if changed."""
         try:
-            return open(self._path(sha256), "rb")
+            return encryption.open_path(self._path(sha256), lambda: self.keyring)
         except FileNotFoundError:
             raise BlobNotFound(sha256) from None
 
@@ -201,10 +252,29 @@ class LocalStorage:
         return self._path(sha256).is_file()
 
     def size(self, sha256: str) -> int:
+        """The plaintext's size."""
         try:
-            return self._path(sha256).stat().st_size
+            return encryption.inspect_path(self._path(sha256)).size
         except FileNotFoundError:
             raise BlobNotFound(sha256) from None
+
+    def is_encrypted(self, sha256: str) -> bool:
+        try:
+            return encryption.is_encrypted(self._path(sha256))
+        except FileNotFoundError:
+            raise BlobNotFound(sha256) from None
+
+    def reseal(self, sha256: str) -> "encryption.Sealed | None":
+        """Encrypt the content in place under the current key (a plain file, or one under an
+        older key): atomic replace, readers see the old or the new file whole. None if the
+        content was deleted meanwhile. Raises BlobNotFound, encryption.IntegrityError."""
+        path = self._path(sha256)
+        if not path.is_file():
+            raise BlobNotFound(sha256)
+        self.temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return encryption.seal_file(path, self.keyring, temp_dir=self.temp_dir,
+                                    temp_prefix=_TEMP_PREFIX, temp_suffix=_TEMP_SUFFIX,
+                                    replace_if=path.exists)
 
     def delete(self, sha256: str) -> bool:
         # Empty directories stay: removing them would race with a put creating content there.
@@ -255,10 +325,32 @@ def storage_root(config) -> Path:
 
 
 def get_storage(app=None) -> Storage:
-    """The app's storage (one per app), from its STORAGE_ROOT setting."""
+    """The app's storage (one per app), from its STORAGE_ROOT setting, with the app's data
+    keys (DATA_KEYS, read when first needed)."""
     app = app or current_app._get_current_object()
     storage = app.extensions.get(_EXTENSION_KEY)
     if storage is None:
-        storage = LocalStorage(storage_root(app.config))
+        storage = LocalStorage(storage_root(app.config),
+                               keyring=lambda: encryption.get_keyring(app))
         app.extensions[_EXTENSION_KEY] = storage
     return storage
+
+
+class EncryptingStorage:
+    """A view of a storage whose `put` always encrypts: hand it to code that stores files of
+    a person (uploads.store_upload for the call's captures) so that everything it stores,
+    renditions included, is encrypted at rest."""
+
+    def __init__(self, storage: Storage):
+        self._storage = storage
+
+    def put(self, stream, *, max_bytes: int | None = None, encrypt: bool = True) -> StoredBlob:
+        return self._storage.put(stream, max_bytes=max_bytes, encrypt=True)
+
+    def __getattr__(self, name):
+        return getattr(self._storage, name)
+
+
+def encrypting(storage: Storage | None = None) -> Storage:
+    """`storage` (default: the app's) with every `put` encrypted."""
+    return EncryptingStorage(storage if storage is not None else get_storage())

@@ -12,6 +12,7 @@ from ..models import AuditEvent, CertificateRequest
 from ..services import audit, issuance, termo as termo_service
 from ..services.audit import staff_actor
 from .client_documents import send_blob, serves_files
+from .issuance import certificate_download
 
 bp = Blueprint("dossier", __name__, url_prefix="/solicitacoes/<int:request_id>")
 staff_blueprint_guard(bp, "agent", "verifier", "admin")
@@ -150,10 +151,7 @@ def certificate_file(request_id):
     issued = issuance.current_certificate(cert_request)
     if issued is None:
         abort(404)
-    return current_app.response_class(
-        issued.der, mimetype="application/pkix-cert",
-        headers={"Content-Disposition":
-                 f'attachment; filename="certificado-{cert_request.protocol}.cer"'})
+    return certificate_download(cert_request, issued)
 
 
 @bp.route("/termo.pdf")

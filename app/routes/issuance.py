@@ -107,6 +107,23 @@ def _bound():
     return cert_request, link
 
 
+def _bound_certificate():
+    """The bound request and its issued certificate (404 before issuance)."""
+    cert_request, _ = _bound()
+    issued = issuance.current_certificate(cert_request)
+    if issued is None:
+        abort(404)
+    return cert_request, issued
+
+
+def certificate_download(cert_request, issued):
+    """The certificate (DER, no private key) as a download; staff pages use it too."""
+    return current_app.response_class(
+        issued.der, mimetype="application/pkix-cert",
+        headers={"Content-Disposition":
+                 f'attachment; filename="certificado-{cert_request.protocol}.cer"'})
+
+
 def _unlocked(cert_request, link):
     """The password was typed right since this link was bound to the browser."""
     return issuance.password_checked(cert_request, link.created_at)
@@ -182,10 +199,7 @@ def sign_termo():
 @writes_db
 def saved():
     """The holder confirmed the PKCS#12 file is saved."""
-    cert_request, _ = _bound()
-    issued = issuance.current_certificate(cert_request)
-    if issued is None:
-        abort(404)
+    cert_request, issued = _bound_certificate()
     audit.record("certificate.holder_saved", actor=client_actor(cert_request), obj=issued,
                  cert_request=cert_request)
     db.session.commit()
@@ -226,10 +240,7 @@ def token_request():
 @writes_db
 def token_termo():
     """A3: the termo signed by the token's software, or accepted with the password."""
-    cert_request, _ = _bound()
-    issued = issuance.current_certificate(cert_request)
-    if issued is None:
-        abort(404)
+    cert_request, issued = _bound_certificate()
     error = None
     try:
         if request.form.get("accept"):
@@ -266,14 +277,7 @@ def issued():
 @bp.route("/certificado.cer")
 @writes_db
 def certificate_file():
-    cert_request, _ = _bound()
-    issued = issuance.current_certificate(cert_request)
-    if issued is None:
-        abort(404)
-    return current_app.response_class(
-        issued.der, mimetype="application/pkix-cert",
-        headers={"Content-Disposition":
-                 f'attachment; filename="certificado-{cert_request.protocol}.cer"'})
+    return certificate_download(*_bound_certificate())
 
 
 @bp.route("/termo.pdf")

@@ -116,8 +116,6 @@ def register_cli(app):
         """Import a signing certificate and its key from a PKCS#12 file (kept encrypted)."""
         from pathlib import Path
 
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.serialization import pkcs12
         from sqlalchemy import select
 
         from .models import StaffUser
@@ -130,15 +128,10 @@ def register_cli(app):
             if staff_user is None:
                 raise click.ClickException("--staff-email must name an existing staff login.")
         try:
-            key, cert, chain = pkcs12.load_key_and_certificates(
-                Path(pkcs12_file).read_bytes(), password.encode())
-        except ValueError:
-            raise click.ClickException("Wrong password or not a PKCS#12 file.")
-        if key is None or cert is None:
-            raise click.ClickException("The PKCS#12 file must hold a key and its certificate.")
-        credential = ca_service.store_credential(
-            purpose, key, cert, [c.public_bytes(serialization.Encoding.DER) for c in chain or []],
-            staff_user=staff_user)
+            credential = ca_service.import_pkcs12(purpose, Path(pkcs12_file).read_bytes(),
+                                                  password, staff_user=staff_user)
+        except ca_service.CredentialRejected as exc:
+            raise click.ClickException(str(exc.message))
         db.session.commit()
         click.echo(f"Imported {credential.subject} (valid until {credential.not_after:%Y-%m-%d}).")
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
@@ -331,3 +331,50 @@ def test_e_cnpj_certificate_layout(db, app, client, factory, agent, verifier):
         ("2.16.76.1.3.7", "987654321098"),
     ]
     assert san.get_values_for_type(x509.RFC822Name) == [person.email]
+
+
+def test_admin_imports_and_issues_signing_credentials(db, app, client, factory, agent, admin):
+    """Administração → Certificados de assinatura: a PKCS#12 import (wrong password refused),
+    and in homologação an agent's certificate issued by the built-in CA; keys kept encrypted."""
+    import io
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
+    from cryptography.x509.oid import NameOID
+
+    from app.models import SigningCredential
+
+    install_ca(app)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Selo Importado")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(7).not_valid_before(now)
+            .not_valid_after(now + timedelta(days=365)).sign(key, hashes.SHA256()))
+    p12 = pkcs12.serialize_key_and_certificates(b"selo", key, cert, None,
+                                                BestAvailableEncryption(b"segredo1"))
+    _login(client, admin)
+    wrong = client.post("/admin/certificados", data={
+        "purpose": "seal", "password": "errada", "pkcs12": (io.BytesIO(p12), "selo.p12")})
+    assert wrong.status_code == 422 and "Senha errada" in wrong.get_data(as_text=True)
+    ok = client.post("/admin/certificados", data={
+        "purpose": "seal", "password": "segredo1", "pkcs12": (io.BytesIO(p12), "selo.p12")})
+    assert ok.status_code == 302
+    seal = db.session.execute(select(SigningCredential).where(
+        SigningCredential.purpose == "seal")).scalar_one()
+    assert "Selo Importado" in seal.subject
+    assert b"ENCRYPTED PRIVATE KEY" in seal.encrypted_key
+    assert serialization.load_pem_private_key(
+        seal.encrypted_key, app.config["KEYS_PASSPHRASE"].encode()).private_numbers() == \
+        key.private_numbers()
+    client.post("/admin/certificados", data={"purpose": "agent", "staff_user_id": agent.id,
+                                             "issue": "1"})
+    mine = db.session.execute(select(SigningCredential).where(
+        SigningCredential.staff_user_id == agent.id)).scalar_one()
+    issued = x509.load_der_x509_certificate(mine.certificate_der)
+    from app.services import ca as ca_service
+
+    with app.app_context():
+        issued.verify_directly_issued_by(ca_service.builtin_ca().issuing_cert)
+    page = client.get("/admin/certificados").get_data(as_text=True)
+    assert "Selo Importado" in page and agent.name in page

@@ -208,3 +208,43 @@ def verify_audit():
     audit.record("audit.verify", details={"problems": len(problems)})
     db.session.commit()
     return render_template("admin/_audit_verify.html", problems=problems)
+
+
+@bp.route("/certificados", methods=["GET", "POST"])
+def credentials():
+    """The certificates the office signs with: each agent's (counter-signature of termos), the
+    office seal and the timestamp authority. Imported from PKCS#12; in homologação the built-in
+    CA can issue them."""
+    from ..models import SigningCredential
+    from ..services import ca as ca_service
+
+    agents = db.session.execute(select(StaffUser).where(StaffUser.is_agent.is_(True),
+                                                        StaffUser.active.is_(True))
+                                .order_by(StaffUser.name)).scalars().all()
+    error = None
+    if request.method == "POST":
+        purpose = request.form.get("purpose", "")
+        agent = db.session.get(StaffUser, request.form.get("staff_user_id", type=int) or 0)
+        try:
+            if request.form.get("issue"):
+                ca_service.issue_homologation_credential(
+                    purpose, staff_user=agent, actor=audit.staff_actor(current_user))
+            else:
+                upload = request.files.get("pkcs12")
+                ca_service.import_pkcs12(
+                    purpose, upload.read(1024 * 1024) if upload else b"",
+                    request.form.get("password", ""), staff_user=agent,
+                    actor=audit.staff_actor(current_user))
+        except ca_service.CredentialRejected as exc:
+            db.session.rollback()
+            error = exc.message
+        else:
+            db.session.commit()
+            flash(_l("Certificado de assinatura guardado (chave cifrada)."), "success")
+            return redirect(url_for("admin.credentials"))
+    rows = db.session.execute(select(SigningCredential).where(SigningCredential.active.is_(True))
+                              .order_by(SigningCredential.purpose, SigningCredential.id)
+                              ).scalars().all()
+    return render_template("admin/credentials.html", credentials=rows, agents=agents,
+                           labels=ca_service.CREDENTIAL_LABELS, error=error,
+                           homologation=ca_service.is_homologation()), 422 if error else 200

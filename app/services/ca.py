@@ -273,6 +273,51 @@ def credential_for(purpose: str, staff_user=None, *, actor=None) -> SigningCrede
     return store_credential(purpose, key, cert, ca.chain_der, staff_user=staff_user, actor=actor)
 
 
+class CredentialRejected(ServiceError):
+    pass
+
+
+def import_pkcs12(purpose: str, data: bytes, password: str, *, staff_user=None,
+                  actor=None) -> SigningCredential:
+    """A signing certificate and its key from a PKCS#12 file (the key is re-encrypted with
+    KEYS_PASSPHRASE). An agent's credential belongs to that agent."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    if purpose not in SigningCredential.PURPOSES:
+        raise CredentialRejected(_l("Escolha para que serve o certificado."))
+    if purpose == "agent" and staff_user is None:
+        raise CredentialRejected(_l("Escolha o agente dono do certificado."))
+    try:
+        key, cert, chain = pkcs12.load_key_and_certificates(data, (password or "").encode())
+    except (ValueError, TypeError):
+        raise CredentialRejected(_l("Senha errada ou arquivo que não é PKCS#12 (.p12, .pfx)."))
+    if key is None or cert is None:
+        raise CredentialRejected(_l("O arquivo deve conter o certificado e a sua chave privada."))
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise CredentialRejected(_l("A chave deve ser RSA ou de curva elíptica."))
+    if cert.not_valid_after_utc <= utcnow():
+        raise CredentialRejected(_l("Este certificado já expirou."))
+    return store_credential(purpose, key, cert,
+                            [c.public_bytes(serialization.Encoding.DER) for c in chain or []],
+                            staff_user=staff_user if purpose == "agent" else None, actor=actor)
+
+
+def issue_homologation_credential(purpose: str, *, staff_user=None, actor=None):
+    """A new credential from the built-in CA (homologação only), replacing the active one."""
+    if not is_homologation() or builtin_ca() is None:
+        raise CredentialRejected(_l("Só a AC interna (homologação) emite certificados de "
+                                    "assinatura aqui; com uma AC externa, importe-os."))
+    owner = staff_user if purpose == "agent" else None
+    if purpose == "agent" and owner is None:
+        raise CredentialRejected(_l("Escolha o agente dono do certificado."))
+    current = active_credential(purpose, owner)
+    if current is not None:
+        current.active = False
+        db.session.flush()
+    return credential_for(purpose, owner, actor=actor)
+
+
 CREDENTIAL_LABELS = {
     "agent": _l("agente"),
     "seal": _l("selo do escritório"),

@@ -378,3 +378,82 @@ def test_admin_imports_and_issues_signing_credentials(db, app, client, factory, 
         issued.verify_directly_issued_by(ca_service.builtin_ca().issuing_cert)
     page = client.get("/admin/certificados").get_data(as_text=True)
     assert "Selo Importado" in page and agent.name in page
+
+
+def _token_issued(db, app, client, factory, agent, verifier):
+    """An A3 request issued from an uploaded request; the holder's session is bound."""
+    import io
+
+    from tests.support.robot import solve_robot_check
+
+    install_ca(app)
+    cert_request = factory.request(product_code="ecpf-a3", agent=agent)
+    call_done(db, cert_request, agent)
+    token = _token(_to_approved(db, client, agent, verifier, cert_request))
+    client.get(f"/emissao/{token}")
+    client.post(f"/emissao/{token}/senha", data={"password": PASSWORD,
+                                                "altcha": solve_robot_check(client)})
+    csr, key = make_csr()
+    assert client.post("/emissao/token", data={"csr": (io.BytesIO(csr), "t.p10")}
+                       ).status_code == 302
+    db.session.refresh(cert_request)
+    return cert_request, key
+
+
+def test_token_holder_signs_the_termo_with_the_token_software(db, app, client, factory, agent,
+                                                              verifier):
+    import io
+
+    from app.pki import pades
+    from app.services import ca as ca_service
+
+    cert_request, key = _token_issued(db, app, client, factory, agent, verifier)
+    issued = cert_request.certificates[-1]
+    termo_pdf = client.get("/emissao/termo.pdf").data
+    cert = x509.load_der_x509_certificate(issued.der)
+    chain = [x509.load_der_x509_certificate(base64.b64decode(c)) for c in issued.chain_der]
+    # Another PDF signed in its place: refused.
+    from tests.support.documents import pdf
+
+    altered = pades.sign_pdf(pdf(), key=key, cert=cert, chain=chain, field_name="Titular",
+                             reason="x")
+    refused = client.post("/emissao/token/termo",
+                          data={"termo": (io.BytesIO(altered), "termo.pdf")})
+    assert refused.status_code == 422 and "não é o termo enviado" in refused.get_data(as_text=True)
+    # Signed by another key: refused.
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    wrong = client.post("/emissao/token/termo", data={"termo": (io.BytesIO(pades.sign_pdf(
+        termo_pdf, key=other, cert=cert, chain=chain, field_name="Titular", reason="x")),
+        "termo.pdf")})
+    assert wrong.status_code == 422
+    signed = pades.sign_pdf(termo_pdf, key=key, cert=cert, chain=chain, field_name="Titular",
+                            reason="Assinatura do titular (token)")
+    ok = client.post("/emissao/token/termo", data={"termo": (io.BytesIO(signed), "termo.pdf")})
+    assert ok.status_code == 200, ok.get_data(as_text=True)
+    db.session.refresh(cert_request)
+    termo = cert_request.termos[-1]
+    assert termo.state == "sealed"
+    with app.app_context():
+        roots = ca_service.trust_roots_der()
+    final = client.get("/emissao/termo.pdf").data
+    reports = pades.validate_pdf(final, trust_roots_der=roots)
+    assert [r.field_name for r in reports][:3] == ["AgenteDeRegistro", "Titular",
+                                                    "SeloDoEscritorio"]
+    assert all(r.intact and r.valid for r in reports)
+
+
+def test_token_holder_accepts_the_termo_with_the_password(db, app, client, factory, agent,
+                                                          verifier):
+    cert_request, _ = _token_issued(db, app, client, factory, agent, verifier)
+    wrong = client.post("/emissao/token/termo", data={"accept": "1", "password": "Errada123"})
+    assert wrong.status_code == 422 and "Senha incorreta" in wrong.get_data(as_text=True)
+    db.session.refresh(cert_request)
+    assert cert_request.termos[-1].state == "agent_signed"
+    ok = client.post("/emissao/token/termo", data={"accept": "1", "password": PASSWORD})
+    assert ok.status_code == 200 and "aceito com a senha" in ok.get_data(as_text=True)
+    db.session.refresh(cert_request)
+    termo = cert_request.termos[-1]
+    assert termo.state == "sealed" and termo.holder_accepted_at is not None
+    actions = [e.action for e in db.session.execute(select(AuditEvent).where(
+        AuditEvent.request_id == cert_request.id)).scalars()]
+    assert "termo.holder_accepted" in actions and "termo.sealed" in actions

@@ -457,3 +457,31 @@ def test_token_holder_accepts_the_termo_with_the_password(db, app, client, facto
     actions = [e.action for e in db.session.execute(select(AuditEvent).where(
         AuditEvent.request_id == cert_request.id)).scalars()]
     assert "termo.holder_accepted" in actions and "termo.sealed" in actions
+
+
+def test_the_local_tsa_answers_rfc3161_over_http(app, client, tmp_path):
+    """POST /tsa: openssl's own timestamp query gets a token that `openssl ts -verify` accepts
+    against the built-in root; anything but a timestamp query is refused."""
+    import subprocess
+
+    from app.services import ca as ca_service
+
+    install_ca(app)
+    data = tmp_path / "data"
+    data.write_bytes(b"termo de titularidade")
+    query = subprocess.run(["openssl", "ts", "-query", "-data", str(data), "-sha256", "-cert"],
+                           capture_output=True, check=True).stdout
+    assert client.post("/tsa", data=query, content_type="text/plain").status_code == 415
+    response = client.post("/tsa", data=query, content_type="application/timestamp-query")
+    assert response.status_code == 200 and response.mimetype == "application/timestamp-reply"
+    reply = tmp_path / "reply.tsr"
+    reply.write_bytes(response.data)
+    with app.app_context():
+        ca = ca_service.builtin_ca()
+    (tmp_path / "root.pem").write_bytes(ca.root_cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "issuing.pem").write_bytes(
+        ca.issuing_cert.public_bytes(serialization.Encoding.PEM))
+    verify = subprocess.run(["openssl", "ts", "-verify", "-data", str(data), "-in", str(reply),
+                             "-CAfile", str(tmp_path / "root.pem"), "-untrusted",
+                             str(tmp_path / "issuing.pem")], capture_output=True, text=True)
+    assert "Verification: OK" in verify.stdout, verify.stdout + verify.stderr

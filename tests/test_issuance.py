@@ -120,6 +120,8 @@ def test_return_to_agent_needs_a_reason_and_allows_a_new_call(db, client, agent,
     assert done.state == "conference_done"
     page = client.get(f"/solicitacoes/{done.id}").get_data(as_text=True)
     assert "Foto do rosto escura" in page
+    dossier = client.get(f"/solicitacoes/{done.id}/dossie").get_data(as_text=True)
+    assert "Segundas conferências" in dossier and "devolvido · Foto do rosto escura" in dossier
 
 
 def test_invitation_by_email_and_sms_and_resend(db, client, agent, verifier, done):

@@ -9,7 +9,7 @@ from ..auth import role_required, staff_blueprint_guard
 from ..db_setup import writes_db
 from ..extensions import db
 from ..models import AuditEvent, CertificateRequest
-from ..services import audit, issuance, termo as termo_service
+from ..services import audit, documents, issuance, termo as termo_service
 from ..services.audit import staff_actor
 from .client_documents import send_blob, serves_files
 from .issuance import certificate_download
@@ -78,7 +78,7 @@ def dossier(request_id):
         may_verify=issuance.may_verify(cert_request, current_user),
         certificate=issuance.current_certificate(cert_request),
         termo=termo_service.current_termo(cert_request),
-        reasons=issuance.REVOCATION_REASONS)
+        reasons=issuance.REVOCATION_REASONS, kinds=documents.KINDS)
 
 
 @bp.route("/segunda-conferencia/aprovar", methods=["POST"])

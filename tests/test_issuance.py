@@ -419,18 +419,18 @@ def test_token_holder_signs_the_termo_with_the_token_software(db, app, client, f
 
     altered = pades.sign_pdf(pdf(), key=key, cert=cert, chain=chain, field_name="Titular",
                              reason="x")
-    refused = client.post("/emissao/token/termo",
+    refused = client.post("/emissao/termo",
                           data={"termo": (io.BytesIO(altered), "termo.pdf")})
     assert refused.status_code == 422 and "não é o termo enviado" in refused.get_data(as_text=True)
     # Signed by another key: refused.
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    wrong = client.post("/emissao/token/termo", data={"termo": (io.BytesIO(pades.sign_pdf(
+    wrong = client.post("/emissao/termo", data={"termo": (io.BytesIO(pades.sign_pdf(
         termo_pdf, key=other, cert=cert, chain=chain, field_name="Titular", reason="x")),
         "termo.pdf")})
     assert wrong.status_code == 422
     signed = pades.sign_pdf(termo_pdf, key=key, cert=cert, chain=chain, field_name="Titular",
                             reason="Assinatura do titular (token)")
-    ok = client.post("/emissao/token/termo", data={"termo": (io.BytesIO(signed), "termo.pdf")})
+    ok = client.post("/emissao/termo", data={"termo": (io.BytesIO(signed), "termo.pdf")})
     assert ok.status_code == 200, ok.get_data(as_text=True)
     db.session.refresh(cert_request)
     termo = cert_request.termos[-1]
@@ -447,11 +447,11 @@ def test_token_holder_signs_the_termo_with_the_token_software(db, app, client, f
 def test_token_holder_accepts_the_termo_with_the_password(db, app, client, factory, agent,
                                                           verifier):
     cert_request, _ = _token_issued(db, app, client, factory, agent, verifier)
-    wrong = client.post("/emissao/token/termo", data={"accept": "1", "password": "Errada123"})
+    wrong = client.post("/emissao/termo", data={"accept": "1", "password": "Errada123"})
     assert wrong.status_code == 422 and "Senha incorreta" in wrong.get_data(as_text=True)
     db.session.refresh(cert_request)
     assert cert_request.termos[-1].state == "agent_signed"
-    ok = client.post("/emissao/token/termo", data={"accept": "1", "password": PASSWORD})
+    ok = client.post("/emissao/termo", data={"accept": "1", "password": PASSWORD})
     assert ok.status_code == 200 and "aceito com a senha" in ok.get_data(as_text=True)
     db.session.refresh(cert_request)
     termo = cert_request.termos[-1]
@@ -487,3 +487,35 @@ def test_the_local_tsa_answers_rfc3161_over_http(app, client, tmp_path):
                              "-CAfile", str(tmp_path / "root.pem"), "-untrusted",
                              str(tmp_path / "issuing.pem")], capture_output=True, text=True)
     assert "Verification: OK" in verify.stdout, verify.stdout + verify.stderr
+
+
+def test_a_termo_that_failed_at_issuance_is_made_later_and_accepted(db, app, client, agent,
+                                                                     verifier, done,
+                                                                     monkeypatch):
+    """The certificate reaches the browser even when the termo cannot be made then (the key
+    would be lost otherwise); staff make it afterwards and the holder accepts it."""
+    from app.services import termo as termo_service
+    from tests.support.robot import solve_robot_check
+
+    def broken(issued):
+        raise RuntimeError("WeasyPrint fell over")
+
+    monkeypatch.setattr(termo_service, "start_holder_signature", broken)
+    token, payload, _ = _issue(db, client, agent, verifier, done)
+    assert payload["termo"] is None and payload["certificate"]
+    db.session.refresh(done)
+    assert done.state == "issued" and done.termos == []
+    monkeypatch.undo()
+    _login(client, agent)
+    client.post(f"/solicitacoes/{done.id}/termo/gerar")
+    db.session.refresh(done)
+    assert done.termos[-1].state == "agent_signed"
+    client.post("/equipe/sair")
+    client.get(f"/emissao/{token}")
+    client.post(f"/emissao/{token}/senha", data={"password": PASSWORD,
+                                                "altcha": solve_robot_check(client)})
+    page = client.get("/emissao/certificado").get_data(as_text=True)
+    assert "Não consigo assinar o PDF" in page
+    client.post("/emissao/termo", data={"accept": "1", "password": PASSWORD})
+    db.session.refresh(done)
+    assert done.termos[-1].state == "sealed" and done.termos[-1].holder_accepted_at

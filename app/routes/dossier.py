@@ -9,7 +9,8 @@ from ..auth import role_required, staff_blueprint_guard
 from ..db_setup import writes_db
 from ..extensions import db
 from ..models import AuditEvent, CertificateRequest
-from ..services import audit, documents, issuance, termo as termo_service
+from ..services import audit, ca as ca_service, documents, issuance
+from ..services import termo as termo_service
 from ..services.audit import staff_actor
 from .client_documents import send_blob, serves_files
 from .issuance import certificate_download
@@ -152,6 +153,26 @@ def certificate_file(request_id):
     if issued is None:
         abort(404)
     return certificate_download(cert_request, issued)
+
+
+@bp.route("/termo/gerar", methods=["POST"])
+@role_required("agent", "admin")
+def create_termo(request_id):
+    """Make the termo of an issued certificate whose termo could not be made at issuance; the
+    holder then signs it with their own software or accepts it with the password."""
+    cert_request = _get(request_id)
+    issued = issuance.current_certificate(cert_request)
+    if issued is None or termo_service.current_termo(cert_request) is not None:
+        abort(409)
+
+    def make():
+        try:
+            return termo_service.create(issued, actor=staff_actor(current_user))
+        except ca_service.CaUnavailable as exc:
+            raise termo_service.TermoError(exc.message) from None
+
+    return _act(cert_request, make, _l("Termo gerado e contra-assinado. O titular pode assiná-lo "
+                                       "ou aceitá-lo na página do certificado."))
 
 
 @bp.route("/termo.pdf")

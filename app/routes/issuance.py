@@ -167,8 +167,16 @@ def submit_request():
         db.session.rollback()
         raise
     payload = _certificate_payload(issued)
-    payload["termo"] = termo_service.start_holder_signature(issued)
-    db.session.commit()
+    # The certificate is issued and committed: whatever happens to the termo now, the browser
+    # must get the certificate, or the key it holds is lost. A termo that could not be
+    # prepared is made later by staff and signed or accepted from the holder's page.
+    try:
+        payload["termo"] = termo_service.start_holder_signature(issued)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        current_app.logger.exception("termo not prepared for certificate %s", issued.serial)
+        payload["termo"] = None
     return jsonify(payload)
 
 
@@ -236,10 +244,11 @@ def token_request():
                            termo=termo_service.current_termo(cert_request)), (422 if error else 200)
 
 
-@bp.route("/token/termo", methods=["POST"])
+@bp.route("/termo", methods=["POST"])
 @writes_db
-def token_termo():
-    """A3: the termo signed by the token's software, or accepted with the password."""
+def holder_termo():
+    """The termo signed by the holder's own software (A3's token, or an A1 whose termo was made
+    after issuance), or accepted with the password."""
     cert_request, issued = _bound_certificate()
     error = None
     try:
@@ -257,7 +266,8 @@ def token_termo():
         db.session.rollback()
         error = exc.message
     db.session.commit()
-    return render_template("issuance/token.html", cert_request=cert_request, certificate=issued,
+    page = "issuance/token.html" if issued.key_storage == "token" else "issuance/issued.html"
+    return render_template(page, cert_request=cert_request, certificate=issued,
                            error=error, termo=termo_service.current_termo(cert_request)), \
         (422 if error else 200)
 

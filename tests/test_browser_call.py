@@ -243,9 +243,14 @@ def test_recorded_call_between_two_browsers(live_server, start_worker, media_pro
     import hashlib
     from app.services.recording import recordings_root
     root = recordings_root(app.config)
+    from app.services import encryption
     for s in segments:
-        assert hashlib.sha256((root / s.path).read_bytes() if hasattr(root, "__truediv__") else
-                              open(os.path.join(root, s.path), "rb").read()).hexdigest() == s.sha256
+        # Encrypted at rest by the processing job, the plaintext still hashes to the record.
+        assert encryption.is_encrypted(root / s.path), s.path
+        with encryption.open_path(root / s.path, encryption.get_keyring) as f:
+            assert hashlib.sha256(f.read()).hexdigest() == s.sha256
+    for capture in captures:  # the photos too, on the storage's disk
+        assert encryption.is_encrypted(storage._path(capture.file_sha256))
 
     # The processed file: both pictures, both tones, all along.
     import av

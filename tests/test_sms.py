@@ -286,6 +286,7 @@ def test_timeout_is_retried_with_the_same_key(app, db, gateway, http_worker):
     assert (record.attempts, record.provider_message_id) == (2, "fast")
     first, second = gateway.requests
     assert first["headers"]["idempotency-key"] == second["headers"]["idempotency-key"]
+    _job_finished(app)  # the message row is committed before the job's own row
     row = fresh(db, BackgroundJob, "sms-1")
     assert (row.status, row.attempts) == ("done", 2)
 

@@ -211,6 +211,7 @@ def test_http_gateway_through_the_worker(app, db, gateway, http_worker):
     assert count_rows(db, AuditEvent, action="sms.sent", object_id="1") == 1
 
 
+@pytest.mark.one_database  # the gateway and the worker's retries, not the database
 def test_5xx_is_retried_then_sent(app, db, gateway, http_worker):
     """Temporary refusals: the job is retried with backoff, each attempt counted, and every
     try carries the same Idempotency-Key so the gateway can drop copies."""
@@ -228,6 +229,7 @@ def test_5xx_is_retried_then_sent(app, db, gateway, http_worker):
     assert (row.status, row.attempts, row.error) == ("done", 3, None)
 
 
+@pytest.mark.one_database  # the gateway and the worker's retries, not the database
 def test_between_retries_the_error_is_recorded(app, db, gateway, http_worker):
     app.config["SMS_RETRY_INTERVALS"] = [3]
     gateway.reply(Reply(500, {"error": "internal"}), Reply(200, {"id": "later"}))
@@ -245,6 +247,7 @@ def test_between_retries_the_error_is_recorded(app, db, gateway, http_worker):
     assert _state(db, "sent").attempts == 2
 
 
+@pytest.mark.one_database  # the gateway and the worker's retries, not the database
 def test_4xx_is_permanent(app, db, gateway, http_worker):
     """A refusal no retry will change: failed at once, audited, the job not retried. The
     number the gateway echoes stays out of the record and the log."""
@@ -266,6 +269,7 @@ def test_4xx_is_permanent(app, db, gateway, http_worker):
     assert count_rows(db, AuditEvent, action="sms.failed", object_id="1") == 1
 
 
+@pytest.mark.one_database  # the gateway and the worker's retries, not the database
 def test_429_is_retried(app, db, gateway, http_worker):
     """Too Many Requests says "later", not "never"."""
     app.config["SMS_RETRY_INTERVALS"] = [1] * 7
@@ -275,6 +279,7 @@ def test_429_is_retried(app, db, gateway, http_worker):
     assert _state(db, "sent").attempts == 2
 
 
+@pytest.mark.one_database  # the gateway and the worker's retries, not the database
 def test_timeout_is_retried_with_the_same_key(app, db, gateway, http_worker):
     """The gateway does not answer within SMS_TIMEOUT: a temporary failure. It may have taken
     the message all the same, so the retry carries the same Idempotency-Key."""
@@ -291,6 +296,7 @@ def test_timeout_is_retried_with_the_same_key(app, db, gateway, http_worker):
     assert (row.status, row.attempts) == ("done", 2)
 
 
+@pytest.mark.one_database  # the gateway and the worker's retries, not the database
 def test_gives_up_after_max_attempts(app, db, gateway, http_worker):
     app.config["SMS_RETRY_INTERVALS"] = [1] * 7
     app.config["SMS_MAX_ATTEMPTS"] = 3
@@ -340,6 +346,7 @@ def test_a_retried_job_checks_the_record_first(app, db, gateway, http_worker):
     assert fresh(db, SmsMessage, 1).attempts == 1
 
 
+@pytest.mark.one_database  # the gateway and the worker's retries, not the database
 def test_no_secret_in_the_logs(app, db, gateway, http_worker, caplog):
     """The gateway echoes the token and the number in its error bodies (as some do): neither
     reaches the worker's log, the record, the job's row or RQ's stored traceback."""

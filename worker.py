@@ -21,26 +21,32 @@ from app.jobs import record_interruption, redis_connection, set_app
 log = logging.getLogger("videoar.worker")
 
 
-def periodic_jobs(cfg) -> list[tuple[str, int]]:
-    """The periodic jobs: (dotted path, seconds between runs)."""
-    return [
+def periodic_jobs(cfg) -> list[tuple]:
+    """The periodic jobs: (dotted path, seconds between runs[, job timeout]); an interval of 0
+    turns a job off (BACKUP_SECONDS=0: no scheduled backups)."""
+    jobs = [
         ("app.jobs.email.sweep_unsent_emails", cfg["EMAIL_SWEEP_SECONDS"]),
         ("app.jobs.sms.sweep_unsent_sms", cfg["SMS_SWEEP_SECONDS"]),
         ("app.jobs.maintenance.remind_and_expire", cfg["REMIND_AND_EXPIRE_SECONDS"]),
         ("app.jobs.conference.mark_no_shows", cfg["CONFERENCE_NO_SHOW_SECONDS"]),
         ("app.jobs.recording.sweep_unprocessed_recordings", cfg["RECORDING_SWEEP_SECONDS"]),
         ("app.jobs.retention.run_retention", cfg["RETENTION_SECONDS"]),
+        # (path, interval, job timeout): a backup of a real storage takes longer than RQ's 180 s.
+        ("app.jobs.backup.scheduled_backup", cfg["BACKUP_SECONDS"], cfg["BACKUP_TIMEOUT"]),
     ]
+    return [job for job in jobs if job[1] > 0]
 
 
-def run_cron(redis_url: str, periodic: list[tuple[str, int]], parent_pid: int):
+def run_cron(redis_url: str, periodic: list[tuple], parent_pid: int):
     """Body of the cron child: RQ's CronScheduler, restarted when Redis goes away (RQ's own
     loop ends on the first connection error) and stopped when the worker is gone."""
     import redis
     from rq.cron import CronScheduler
     from rq.exceptions import StopRequested
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from app.logging_setup import configure_logging
+
+    configure_logging()  # LOG_FORMAT: text, or one JSON object a line
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us with SIGTERM
 
     class WorkerBoundCron(CronScheduler):
@@ -55,10 +61,11 @@ def run_cron(redis_url: str, periodic: list[tuple[str, int]], parent_pid: int):
     delay = 1.0
     while True:
         cron = WorkerBoundCron(connection=redis_connection(redis_url), logging_level="INFO")
-        for func, interval in periodic:
+        for func, interval, *timeout in periodic:
             module, _, name = func.rpartition(".")
             cron.register(getattr(__import__(module, fromlist=[name]), name),
-                          queue_name="default", interval=interval)
+                          queue_name="default", interval=interval,
+                          job_timeout=timeout[0] if timeout else None)
         started = time.monotonic()
         try:
             cron.start()  # returns when asked to stop
@@ -124,7 +131,13 @@ def main(argv=None):
     parser.add_argument("--no-cron", action="store_true",
                         help="do not run the periodic jobs (every worker but one)")
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    parser.add_argument("--health", action="store_true",
+                        help="exit 0 when a worker of this machine beats in Redis, 1 otherwise")
     args = parser.parse_args(argv)
+    from app.services.status import WorkerHeartbeat, worker_health_exit_code
+
+    if args.health:
+        return worker_health_exit_code(create_app().config["REDIS_URL"])
 
     import redis
 
@@ -139,6 +152,7 @@ def main(argv=None):
         cron_process.start()
     maintenance = cfg["RQ_MAINTENANCE_INTERVAL"]
     delay = 1.0
+    heartbeat = WorkerHeartbeat(cfg["REDIS_URL"]).start()  # /healthz, `flask health worker`
     try:
         while True:
             connection = redis_connection(cfg["REDIS_URL"])
@@ -174,6 +188,7 @@ def main(argv=None):
                 break
             delay = min(delay * 2, 30.0)
     finally:
+        heartbeat.stop()
         if cron_process is not None and cron_process.is_alive():
             cron_process.terminate()
             cron_process.join(5)

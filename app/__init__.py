@@ -1,5 +1,4 @@
 """VideoAR: the Flask application factory."""
-import logging
 import os
 import secrets
 from pathlib import Path
@@ -80,7 +79,21 @@ def create_app(config: type[Config] | None = None) -> Flask:
                           if redis_url.startswith("unix://") else redis_url)
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "videoar-limits")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from . import logging_setup
+
+    logging_setup.init_app(app)
+    if app.config["PROXY_HOPS"]:
+        # Behind PROXY_HOPS reverse proxies: the client's address (audit events, rate limits),
+        # scheme (HSTS, Secure cookies, force_https) and host are the ones the nearest proxies
+        # appended; whatever the client itself put in those headers further left is ignored.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    if app.config["PUBLIC_URL"].startswith("https://"):
+        # Served over HTTPS: cookies only over HTTPS (the session here and in Talisman; the
+        # language cookie reads the same setting), HSTS below.
+        app.config["SESSION_COOKIE_SECURE"] = True
 
     if app.config["SQLALCHEMY_DATABASE_URI"].endswith(":memory:"):
         # An in-memory SQLite database is one connection: no pool to size.
@@ -95,6 +108,8 @@ def create_app(config: type[Config] | None = None) -> Flask:
                    default_translation_directories=str(Path(__file__).parent / "translations"))
     limiter.init_app(app)
     sock.init_app(app)
+    # HSTS goes on responses to HTTPS requests only (browsers ignore it over HTTP): behind a
+    # proxy that terminates TLS, PROXY_HOPS lets the request say it came over HTTPS.
     Talisman(
         app,
         force_https=app.config["FORCE_HTTPS"],

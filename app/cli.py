@@ -88,6 +88,10 @@ def register_cli(app):
     audit_group.add_command(close_epoch_command)  # flask audit close-epoch
     app.cli.add_command(audit_group)
     app.cli.add_command(retention_cli)  # flask retention run [--dry-run]
+    from .jobs.backup import backup_command, restore_command
+
+    app.cli.add_command(backup_command)  # flask backup [--dir DIR] [--with-secrets]
+    app.cli.add_command(restore_command)  # flask restore ARCHIVE [--secrets FILE] [--force]
     from .services.encryption import storage_cli
 
     app.cli.add_command(storage_cli)  # flask storage new-key | rotate-keys | encrypt-existing
@@ -136,3 +140,6 @@ def register_cli(app):
         click.echo(f"Imported {credential.subject} (valid until {credential.not_after:%Y-%m-%d}).")
 
     app.cli.add_command(ca_group)
+    from .services.status import health_cli
+
+    app.cli.add_command(health_cli)  # flask health worker [--any-host]

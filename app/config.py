@@ -91,6 +91,15 @@ class Config:
     # Uploaded documents (app/services/storage.py, uploads.py). An empty STORAGE_ROOT means
     # <INSTANCE_DIR>/storage, resolved when the app reads it (so a subclass's INSTANCE_DIR counts).
     STORAGE_ROOT = os.environ.get("STORAGE_ROOT", "")
+    # "s3": blobs in an S3-compatible bucket instead of STORAGE_ROOT (docs/scaling.md).
+    STORAGE_BACKEND = os.environ.get("STORAGE_BACKEND", "local")
+    S3_ENDPOINT_URL = os.environ.get("S3_ENDPOINT_URL", "")
+    S3_BUCKET = os.environ.get("S3_BUCKET", "")
+    S3_PREFIX = os.environ.get("S3_PREFIX", "storage")
+    S3_REGION = os.environ.get("S3_REGION", "")
+    S3_ACCESS_KEY_ID = os.environ.get("S3_ACCESS_KEY_ID", "")
+    S3_SECRET_ACCESS_KEY = os.environ.get("S3_SECRET_ACCESS_KEY", "")
+    S3_TEMP_DIR = os.environ.get("S3_TEMP_DIR", "")
     UPLOAD_MAX_BYTES = _int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
     UPLOAD_MAX_PIXELS = _int("UPLOAD_MAX_PIXELS", 50_000_000)
     UPLOAD_MAX_PDF_PAGES = _int("UPLOAD_MAX_PDF_PAGES", 20)
@@ -124,6 +133,12 @@ class Config:
     # more CPUs) and web places each new room on the least busy one.
     MEDIA_CAPACITY = _int("MEDIA_CAPACITY", 10)
     ICE_SERVERS = os.environ.get("ICE_SERVERS", "[]")
+    # TURN (coturn with use-auth-secret, docs/deploy.md): each browser and the media peer get
+    # time-limited credentials made from TURN_SECRET; "relay" forces every call through TURN.
+    TURN_URLS = os.environ.get("TURN_URLS", "")
+    TURN_SECRET = os.environ.get("TURN_SECRET", "")
+    TURN_TTL_SECONDS = _int("TURN_TTL_SECONDS", 3600)
+    ICE_TRANSPORT_POLICY = os.environ.get("ICE_TRANSPORT_POLICY", "all")
     MEDIA_ANNOUNCED_ADDRESS = os.environ.get("MEDIA_ANNOUNCED_ADDRESS", "")
     MEDIA_PORT_MIN = _int("MEDIA_PORT_MIN", 0)
     MEDIA_PORT_MAX = _int("MEDIA_PORT_MAX", 0)
@@ -169,6 +184,14 @@ class Config:
     # key generated once into <INSTANCE_DIR>/data_keys. Keep it apart from the storage's backups.
     DATA_KEYS = os.environ.get("DATA_KEYS", "")
 
+    # Backups (docs/backup.md): where the scheduled job writes archives (empty:
+    # <INSTANCE_DIR>/backups), how many it keeps, seconds between runs, and its job timeout.
+    # Keys and secrets are never in the archives.
+    BACKUP_DIR = os.environ.get("BACKUP_DIR", "")
+    BACKUP_KEEP = _int("BACKUP_KEEP", 7)
+    BACKUP_SECONDS = _int("BACKUP_SECONDS", 86400)
+    BACKUP_TIMEOUT = _int("BACKUP_TIMEOUT", 6 * 3600)
+
     # Retention (docs/retention.md): documents and termos kept RETENTION_DOCUMENT_YEARS after
     # the certificate's expiry or revocation, audit epochs RETENTION_AUDIT_YEARS after closing,
     # requests that never reached issuance RETENTION_UNISSUED_DAYS after their last change.
@@ -182,6 +205,13 @@ class Config:
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 64 * 1024 * 1024)
     TESTING = False
     FORCE_HTTPS = _bool("FORCE_HTTPS", False)
+    # Reverse proxies in front of web whose X-Forwarded-For/-Proto/-Host are believed
+    # (werkzeug's ProxyFix): 0 when `./run.sh` serves browsers directly, 1 behind one Caddy.
+    # Too many lets a client forge its address in the audit trail and the rate limits.
+    PROXY_HOPS = _int("PROXY_HOPS", 0)
+    # "text" (development) or "json": one JSON object a line, secrets and link tokens masked
+    # (app/logging_setup.py, docs/operations.md).
+    LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
 
 
 class TestConfig(Config):

@@ -128,7 +128,8 @@ def main():
     sup.add("web", [str(VENV_BIN / "gunicorn"), "--bind", f"{host}:{port}", "--worker-class",
                     "gthread", "--workers", os.environ.get("WEB_WORKERS", "2"), "--threads",
                     os.environ.get("WEB_THREADS", "24"), "--timeout", "120",
-                    "--access-logfile", "-", "wsgi:app"])
+                    "--access-logfile", "-", "--logger-class",
+                    "app.logging_setup.GunicornLogger", "wsgi:app"])
     sup.add("worker", [py, "worker.py"])
     # Media processes: each is one event loop (about one core at most) taking MEDIA_CAPACITY
     # calls; web places each new room on the least busy one (docs/media-design.md).

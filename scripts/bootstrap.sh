@@ -38,11 +38,14 @@ fi
 
 # System packages: Redis for the embedded default, fonts for pages and PDFs, Pango and HarfBuzz
 # for WeasyPrint (the termo de titularidade).
-system_pkgs=(redis-server fonts-dejavu-core libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0)
+system_pkgs=(redis-server fonts-dejavu-core libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0
+             postgresql-client)
 if [ $want_test = 1 ]; then
   # poppler-utils: pdfsig/pdftoppm check and render the termo; libnss3-tools: certutil makes the
   # NSS database pdfsig trusts the built-in root from.
-  system_pkgs+=(chromium fonts-liberation poppler-utils libnss3-tools)
+  # caddy and coturn: the deploy files are validated with them, and TURN credentials are
+  # checked against a real coturn (tests/test_deploy_files.py, tests/test_turn.py).
+  system_pkgs+=(chromium fonts-liberation poppler-utils libnss3-tools caddy coturn)
 fi
 apt_install "${system_pkgs[@]}"
 

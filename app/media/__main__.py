@@ -24,6 +24,7 @@ def settings_from_env(config) -> MediaSettings:
         recordings_root=root,
         min_free_mb=float(env("RECORDING_MIN_FREE_MB", config.RECORDING_MIN_FREE_MB)),
         ice_servers=parse_ice_servers(env("ICE_SERVERS", config.ICE_SERVERS)),
+        turn={k: env(k, getattr(config, k, "")) for k in ("TURN_URLS", "TURN_SECRET", "TURN_TTL_SECONDS")},
         announced_address=env("MEDIA_ANNOUNCED_ADDRESS", config.MEDIA_ANNOUNCED_ADDRESS).strip(),
         port_min=int(env("MEDIA_PORT_MIN", config.MEDIA_PORT_MIN) or 0),
         port_max=int(env("MEDIA_PORT_MAX", config.MEDIA_PORT_MAX) or 0),
@@ -34,7 +35,9 @@ def settings_from_env(config) -> MediaSettings:
 
 
 def main():
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s media %(message)s")
+    from app.logging_setup import configure_logging
+
+    configure_logging()  # LOG_FORMAT: text, or one JSON object a line
     logging.getLogger("aioice").setLevel(logging.WARNING)
     from app.config import Config
 

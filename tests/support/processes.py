@@ -190,6 +190,8 @@ def process_env(app, database, tmp_path):
         "RQ_MAINTENANCE_INTERVAL": "10",
         "PYTHONUNBUFFERED": "1",
         "SMTP_HOST": "",
+        # No scheduled backup in the tests' workers (tests/test_backup.py runs its own).
+        "BACKUP_SECONDS": "0",
     })
     return env
 

@@ -248,3 +248,31 @@ def credentials():
     return render_template("admin/credentials.html", credentials=rows, agents=agents,
                            labels=ca_service.CREDENTIAL_LABELS, error=error,
                            homologation=ca_service.is_homologation()), 422 if error else 200
+
+
+@bp.route("/estado")
+def system_status():
+    """Processes, queues and failed jobs, media capacity, disk, last backup, certificate
+    expiry; the fragment alone for htmx's polling."""
+    from ..services import status as status_service
+
+    template = ("admin/_status.html" if request.headers.get("HX-Request")
+                else "admin/status.html")
+    return render_template(template, status=status_service.system_status(),
+                           warning_days=status_service.EXPIRY_WARNING_DAYS)
+
+
+@bp.route("/estado/tarefas/<job_id>/tentar-novamente", methods=["POST"])
+def retry_job(job_id):
+    """Put a failed background job back on its queue (audited)."""
+    from ..services import status as status_service
+
+    try:
+        status_service.retry_failed_job(job_id, actor=audit.staff_actor(current_user))
+    except status_service.JobRetryError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+    else:
+        db.session.commit()
+        flash(_l("Tarefa recolocada na fila."), "success")
+    return redirect(url_for("admin.system_status"))

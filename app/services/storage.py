@@ -325,13 +325,22 @@ def storage_root(config) -> Path:
 
 
 def get_storage(app=None) -> Storage:
-    """The app's storage (one per app), from its STORAGE_ROOT setting, with the app's data
-    keys (DATA_KEYS, read when first needed)."""
+    """The app's storage (one per app), with the app's data keys (DATA_KEYS, read when first
+    needed): STORAGE_BACKEND "local" (default) is the disk under STORAGE_ROOT, "s3" an
+    S3-compatible bucket (S3_BUCKET, S3_PREFIX, S3_ENDPOINT_URL…; app/services/storage_s3.py)."""
     app = app or current_app._get_current_object()
     storage = app.extensions.get(_EXTENSION_KEY)
     if storage is None:
-        storage = LocalStorage(storage_root(app.config),
-                               keyring=lambda: encryption.get_keyring(app))
+        backend = (app.config.get("STORAGE_BACKEND") or "local").strip().lower()
+        keyring = lambda: encryption.get_keyring(app)  # noqa: E731
+        if backend == "local":
+            storage = LocalStorage(storage_root(app.config), keyring=keyring)
+        elif backend == "s3":
+            from . import storage_s3  # boto3 is imported only by an app that uses it
+
+            storage = storage_s3.from_config(app.config, keyring)
+        else:
+            raise ValueError(f"STORAGE_BACKEND must be 'local' or 's3', not {backend!r}")
         app.extensions[_EXTENSION_KEY] = storage
     return storage
 

@@ -33,6 +33,7 @@ class MediaSettings:
     recordings_root: str = ""
     min_free_mb: float = 2048
     ice_servers: list = field(default_factory=list)     # RTCIceServer dicts
+    turn: dict = field(default_factory=dict)   # TURN_URLS/SECRET/TTL_SECONDS: fresh credentials per peer
     announced_address: str = ""
     port_min: int = 0
     port_max: int = 0
@@ -44,7 +45,9 @@ class MediaSettings:
 
     def rtc_configuration(self) -> RTCConfiguration:
         servers = []
-        for entry in self.ice_servers:
+        from ..services.turn import turn_servers
+
+        for entry in self.ice_servers + turn_servers("media", self.turn):
             if isinstance(entry, str):
                 entry = {"urls": entry}
             servers.append(RTCIceServer(**{k: v for k, v in entry.items()

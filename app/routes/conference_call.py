@@ -58,9 +58,12 @@ def devices():
         _admit(conference)
     except conference_service.ServiceError as exc:
         return render_template("public/link_error.html", message=exc.message), 409
-    ice = json.loads(current_app.config["ICE_SERVERS"] or "[]")
+    from ..services import turn
+
+    ice = turn.ice_servers(f"client-{conference.id}")
     return render_template("conference/call_client.html", cert_request=cert_request,
-                           conference=conference, consent_text=CONSENT_TEXT, ice_servers=ice)
+                           conference=conference, consent_text=CONSENT_TEXT, ice_servers=ice,
+                           ice_policy=turn.transport_policy())
 
 
 @bp.route("/consentimento", methods=["POST"])

@@ -42,12 +42,14 @@ def _panel_context(conference):
 def room(conference_id):
     """The room as the agent sees it; the call starts with "Iniciar conferência"."""
     conference = _get(conference_id)
-    ice = json.loads(current_app.config["ICE_SERVERS"] or "[]")
-    from ..services import scheduling
+    from ..services import scheduling, turn
+
+    ice = turn.ice_servers(f"agent-{conference.id}")
 
     return render_template("conference/console.html", access_url=_access_url(conference),
                            access_code=scheduling.access_code(conference),
-                           ice_servers=ice, **_panel_context(conference))
+                           ice_servers=ice, ice_policy=turn.transport_policy(),
+                           **_panel_context(conference))
 
 
 @bp.route("/<int:conference_id>/painel")

@@ -77,7 +77,9 @@
 
     async negotiate() {
       if (this.pc) { this.pc.ontrack = null; this.pc.onconnectionstatechange = null; this.pc.close(); }
+      const policyEl = document.querySelector("[data-ice-policy]");
       const pc = new RTCPeerConnection({ iceServers: this.options.iceServers || [],
+                                         iceTransportPolicy: (policyEl && policyEl.dataset.icePolicy) || "all",
                                          bundlePolicy: "max-bundle" });
       this.pc = pc;
       const video = this.stream.getVideoTracks()[0];

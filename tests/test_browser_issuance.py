@@ -3,7 +3,6 @@ verifier approves in the browser, the invitation arrives over SMTP, the holder i
 (key pair, PKCS#10 and PKCS#12 in Chromium), the termo carries three signatures and a timestamp,
 the agent's page turns to "emitido" by itself, and a revocation lands in the CRL.
 VIDEOAR_SCREENSHOTS=1 refreshes docs/screenshots/41-*.png to 44-*.png."""
-import base64
 import re
 import subprocess
 from datetime import date, timedelta

@@ -2,7 +2,6 @@
 certificate request, revocation and the CRL, through the app's HTTP routes.
 The browser side (key generation, PKCS#12, termo signatures) is test_browser_issuance.py's."""
 import base64
-import time
 
 import pytest
 from cryptography import x509

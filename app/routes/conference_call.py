@@ -1,9 +1,7 @@
 """The client's side of the call (client manual: "Ao acessar a videoconferência" to the end):
 the device page with the consent, the call, captures taken by the client's own browser, and
 "Cadastre sua senha". The way in (access code, instructions) is `conference_entry`."""
-import json
-
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, current_app, render_template, request
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 

@@ -1,10 +1,7 @@
 """The agent's console (agent manual steps 7–20): "Entrar na conferência", "Iniciar
 conferência", "Iniciar gravação", stills, the face photo, the password, "Sair" and
 "Encerrar conferência", and the recording's "processando" → "concluído"."""
-import json
-
-from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
-                   url_for)
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 

@@ -18,8 +18,8 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import event, select
 
 from ..extensions import db
-from ..models import (Conference, ConferenceCapture, ConferenceConnection, ConferenceConsent,
-                      StoredFile, utcnow)
+from ..models import (ConferenceCapture, ConferenceConnection, ConferenceConsent, StoredFile,
+                      utcnow)
 from ..media import room_channel
 from . import ServiceError, audit, workflow
 

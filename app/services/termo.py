@@ -5,11 +5,8 @@ data embedded (PAdES B-LT). Each version of the PDF is a stored file; the row po
 newest and every step is audited.
 """
 import base64
-import hashlib
-import io
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 

@@ -21,7 +21,8 @@ ENV_FILE = "/etc/videoar/videoar.env"
 COMMANDS = {
     "web": [f"{VENV_BIN}/gunicorn", "--bind", "${WEB_BIND}", "--worker-class", "gthread",
             "--workers", "${WEB_WORKERS}", "--threads", "${WEB_THREADS}", "--timeout", "120",
-            "--forwarded-allow-ips", "127.0.0.1", "--access-logfile", "-", "wsgi:app"],
+            "--forwarded-allow-ips", "127.0.0.1", "--access-logfile", "-",
+            "--logger-class", "app.logging_setup.GunicornLogger", "wsgi:app"],
     # RQ worker with RQ's scheduler, and the cron child of the periodic jobs (worker.py)
     "worker": [f"{VENV_BIN}/python", "worker.py"],
     "media": [f"{VENV_BIN}/python", "-m", "app.media"],
@@ -35,7 +36,7 @@ MIGRATE = [f"{VENV_BIN}/flask", "--app", "wsgi.py", "db", "upgrade"]
 REQUIRED = [
     "VIDEOAR_DOMAIN", "PUBLIC_URL", "SECRET_KEY", "KEYS_PASSPHRASE", "DATA_KEYS",
     "DATABASE_URL", "REDIS_URL", "VIDEOAR_INSTANCE", "WEB_BIND", "WEB_WORKERS", "WEB_THREADS",
-    "FORCE_HTTPS", "TURN_URLS", "TURN_SECRET", "TURN_TTL_SECONDS", "ICE_TRANSPORT_POLICY",
+    "FORCE_HTTPS", "PROXY_HOPS", "LOG_FORMAT", "TURN_URLS", "TURN_SECRET", "TURN_TTL_SECONDS", "ICE_TRANSPORT_POLICY",
     "MEDIA_ANNOUNCED_ADDRESS", "MEDIA_PORT_MIN", "MEDIA_PORT_MAX", "MEDIA_CAPACITY",
 ]
 # Set per process (not in the env file): the media health port of each media instance.

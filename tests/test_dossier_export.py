@@ -192,6 +192,7 @@ def test_export_holds_every_file_with_its_sha256(app, db, agent, dossier, tmp_pa
     assert any("NÃO foi verificada" in line and "(selo)" in line for line in lines)
 
 
+@pytest.mark.one_database  # the ZIP and its offline verifier, not the database
 def test_encrypted_segments_are_exported_in_clear(app, db, agent, dossier):
     """Once processed, raw segments are encrypted in place: the export holds their plaintext,
     which matches the recorded SHA-256, and a tampered encrypted segment stops it."""
@@ -388,6 +389,7 @@ def exported(app, db, agent, dossier, tmp_path):
     return target
 
 
+@pytest.mark.one_database  # the ZIP and its offline verifier, not the database
 def test_a_zip_with_a_changed_file_names_it(db, dossier, exported, tmp_path):
     face_name = _face_path(dossier)
     changed = _rewrite(exported, tmp_path / "alterado.zip",
@@ -428,6 +430,7 @@ def test_a_zip_with_a_changed_file_names_it(db, dossier, exported, tmp_path):
     assert [line.split(":")[1].strip() for line in _problems(lines)] == [face_name]
 
 
+@pytest.mark.one_database  # the ZIP and its offline verifier, not the database
 def test_a_changed_manifest_fails_the_signature(db, dossier, exported, tmp_path):
     """Changing a file and its line in the manifest passes the hashes, not the signature."""
     fake = b'[{"kind": "outro"}]\n'
@@ -504,6 +507,7 @@ def test_an_unlinked_event_is_named(db, dossier, exported, tmp_path):
             f"nº {seq - 1} (o hash anterior não confere).") in _problems(lines)
 
 
+@pytest.mark.one_database  # the ZIP and its offline verifier, not the database
 def test_the_verifier_runs_without_the_app(exported, tmp_path):
     """Copied alone and run without site-packages: only the standard library and openssl."""
     script = tmp_path / "isolado" / "dossier_verify.py"

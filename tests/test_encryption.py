@@ -297,6 +297,7 @@ def test_rotation_with_two_keys(app, db, runner, tmp_path):
     assert "Re-encrypted: 0 file(s)" in result.output
 
 
+@pytest.mark.one_database  # files and their encryption, whatever the database
 def test_encrypt_existing_captures_recordings_and_segments(app, db, runner, factory, agent):
     from app.services import audit, conference as conference_service
 
@@ -424,6 +425,7 @@ def test_recording_encrypted_at_rest_and_served_with_ranges(app, db, client, aut
     assert thumb.status_code == 200 and thumb.data[:3] == b"\xff\xd8\xff"
 
 
+@pytest.mark.one_database  # files and their encryption, whatever the database
 def test_a_tampered_segment_is_noted_as_changed(app, db, factory, call_small):  # noqa: F811
     from app.services import recording
 

@@ -334,6 +334,7 @@ def test_e_cnpj_certificate_layout(db, app, client, factory, agent, verifier):
     assert san.get_values_for_type(x509.RFC822Name) == [person.email]
 
 
+@pytest.mark.one_database  # PDF signatures and keys; the database paths are covered by the other tests
 def test_admin_imports_and_issues_signing_credentials(db, app, client, factory, agent, admin):
     """Administração → Certificados de assinatura: a PKCS#12 import (wrong password refused),
     and in homologação an agent's certificate issued by the built-in CA; keys kept encrypted."""
@@ -401,6 +402,7 @@ def _token_issued(db, app, client, factory, agent, verifier):
     return cert_request, key
 
 
+@pytest.mark.one_database  # PDF signatures and keys; the database paths are covered by the other tests
 def test_token_holder_signs_the_termo_with_the_token_software(db, app, client, factory, agent,
                                                               verifier):
     import io
@@ -460,6 +462,7 @@ def test_token_holder_accepts_the_termo_with_the_password(db, app, client, facto
     assert "termo.holder_accepted" in actions and "termo.sealed" in actions
 
 
+@pytest.mark.one_database  # PDF signatures and keys; the database paths are covered by the other tests
 def test_the_local_tsa_answers_rfc3161_over_http(app, client, tmp_path):
     """POST /tsa: openssl's own timestamp query gets a token that `openssl ts -verify` accepts
     against the built-in root; anything but a timestamp query is refused."""

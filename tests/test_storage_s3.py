@@ -566,6 +566,7 @@ def test_storage_backend_setting_chooses_the_store(tmp_path, s3_server):
 
 # --- end to end --------------------------------------------------------------------------------
 
+@pytest.mark.one_database  # the bucket, not the database
 def test_documents_upload_and_page_image_through_s3(app, client, factory, mailbox, db, s3_server):
     """A client uploads an ID page with STORAGE_BACKEND=s3: the original and its renditions land
     in the bucket (nothing on the local disk), and the page's thumbnail is served from it."""
